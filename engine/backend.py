@@ -1,0 +1,113 @@
+"""The one place that knows whether arrays live on the CPU (NumPy) or GPU (CuPy).
+
+Layers never import CuPy: they ask `get_array_module(array)` for `xp` and
+write one body for both. The net and data layers ask `array_module()` for the
+module of the current mode when they allocate.
+"""
+
+import numpy as np
+
+from .errors import CaffeError
+
+_state = {"mode": "cpu", "device": 0, "rng": np.random.default_rng(), "seed": None}
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def gpu_available():
+    """True when CuPy imports and at least one CUDA device answers."""
+    cp = _cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # driver missing or broken: no usable GPU
+        return False
+
+
+def gpu_unavailable_reason():
+    cp = _cupy()
+    if cp is None:
+        return "CuPy is not installed (pip install cupy-cuda12x)"
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return f"the CUDA driver does not answer ({exc})"
+    return None if count > 0 else "no CUDA device found"
+
+
+def set_mode_cpu():
+    _state["mode"] = "cpu"
+
+
+def set_mode_gpu():
+    reason = gpu_unavailable_reason()
+    if reason:
+        raise CaffeError(f"GPU mode requested but {reason}")
+    _state["mode"] = "gpu"
+    _cupy().cuda.Device(_state["device"]).use()
+
+
+def set_device(device_id):
+    _state["device"] = int(device_id)
+    if _state["mode"] == "gpu":
+        _cupy().cuda.Device(_state["device"]).use()
+
+
+def mode():
+    return _state["mode"]
+
+
+def array_module():
+    """NumPy or CuPy, by the current mode."""
+    return _cupy() if _state["mode"] == "gpu" else np
+
+
+def get_array_module(*arrays):
+    """The module (numpy or cupy) of the given arrays, Chainer style."""
+    cp = _cupy()
+    if cp is not None:
+        return cp.get_array_module(*arrays)
+    return np
+
+
+def to_host(array):
+    """A NumPy array holding the values of `array` (no copy when already NumPy)."""
+    if isinstance(array, np.ndarray):
+        return array
+    return array.get()
+
+
+def to_device(array, xp=None):
+    """`array` in the module of the current mode (or of `xp`)."""
+    xp = xp or array_module()
+    if xp is np:
+        return to_host(array)
+    return xp.asarray(array)
+
+
+def set_random_seed(seed):
+    """Seed every random source the engine uses (fillers, dropout, shuffles)."""
+    _state["seed"] = int(seed)
+    _state["rng"] = np.random.default_rng(int(seed))
+    cp = _cupy()
+    if cp is not None and _state["mode"] == "gpu":
+        cp.random.seed(int(seed))
+
+
+def rng():
+    """The engine's NumPy random generator."""
+    return _state["rng"]
+
+
+def random_module(xp):
+    """A random source for arrays of module `xp`, seeded with the engine."""
+    if xp is np:
+        return _state["rng"]
+    return xp.random

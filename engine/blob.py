@@ -1,0 +1,158 @@
+"""Blob: an N-d array of data with a same-shaped array of gradients (diff).
+
+As in Caffe, a blob keeps its storage when it shrinks and reallocates only
+when it grows, and two blobs can share storage (parameter sharing, in-place
+layers). `.data` and `.diff` are views of the current shape, writable NumPy
+arrays on the CPU, as pycaffe users expect.
+"""
+
+import numpy as np
+
+from . import backend
+
+_AXES_LEGACY = 4
+
+
+class _Storage:
+    """A flat array that several blobs may point at; reallocation is seen by all."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+
+def _check_shape(shape):
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"blob dimensions must be non-negative, got {shape}")
+    return shape
+
+
+class Blob:
+    def __init__(self, shape=(), dtype=np.float32, xp=None):
+        self._xp = xp or backend.array_module()
+        self._dtype = np.dtype(dtype)
+        self._shape = _check_shape(shape)
+        count = self.count
+        self._data = _Storage(self._xp.zeros(count, dtype=self._dtype))
+        self._diff = _Storage(self._xp.zeros(count, dtype=self._dtype))
+
+    # -- shape -------------------------------------------------------------
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return int(np.prod(self._shape, dtype=np.int64)) if self._shape else 1
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def xp(self):
+        return self._xp
+
+    def reshape(self, *shape):
+        """Set a new shape; storage grows when needed, contents are kept otherwise."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        self._shape = _check_shape(shape)
+        count = self.count
+        for storage in (self._data, self._diff):
+            if storage.array.size < count:
+                storage.array = self._xp.zeros(count, dtype=self._dtype)
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    def _legacy(self, index):
+        # Caffe's num/channels/height/width accessors pad missing axes with 1.
+        if self.num_axes > _AXES_LEGACY:
+            raise ValueError("legacy accessors need a blob of at most 4 axes")
+        padded = self._shape + (1,) * (_AXES_LEGACY - self.num_axes)
+        return padded[index]
+
+    @property
+    def num(self):
+        return self._legacy(0)
+
+    @property
+    def channels(self):
+        return self._legacy(1)
+
+    @property
+    def height(self):
+        return self._legacy(2)
+
+    @property
+    def width(self):
+        return self._legacy(3)
+
+    def canonical_axis(self, axis):
+        """Caffe's CanonicalAxisIndex: negative axes count from the end."""
+        n = self.num_axes
+        if not -n <= axis < max(n, 1):
+            raise IndexError(f"axis {axis} out of range for a {n}-axis blob {self._shape}")
+        return axis + n if axis < 0 else axis
+
+    def count_range(self, start, end=None):
+        dims = self._shape[start:end]
+        return int(np.prod(dims, dtype=np.int64)) if dims else 1
+
+    # -- data and diff -----------------------------------------------------
+    def _view(self, storage):
+        return storage.array[: self.count].reshape(self._shape)
+
+    @property
+    def data(self):
+        return self._view(self._data)
+
+    @data.setter
+    def data(self, values):
+        self.data[...] = values
+
+    @property
+    def diff(self):
+        return self._view(self._diff)
+
+    @diff.setter
+    def diff(self, values):
+        self.diff[...] = values
+
+    def share_data(self, other):
+        """Point this blob's data at `other`'s storage (counts must agree)."""
+        if self.count != other.count:
+            raise ValueError(f"cannot share data: counts differ ({self.count} vs {other.count})")
+        self._data = other._data
+
+    def share_diff(self, other):
+        if self.count != other.count:
+            raise ValueError(f"cannot share diff: counts differ ({self.count} vs {other.count})")
+        self._diff = other._diff
+
+    def to(self, xp):
+        """Move storage to module `xp` (numpy or cupy), keeping the values."""
+        if xp is self._xp:
+            return
+        for storage in (self._data, self._diff):
+            storage.array = backend.to_device(storage.array, xp)
+        self._xp = xp
+
+    def __repr__(self):
+        return f"Blob(shape={self._shape})"
+
+
+class BlobVec(list):
+    """A layer's parameter blobs; `add_blob` is what pycaffe's Python layers call."""
+
+    def add_blob(self, *shape):
+        blob = Blob(shape)
+        self.append(blob)
+        return blob

@@ -1,0 +1,38 @@
+"""Exceptions for user mistakes: bad prototxt, bad shapes, missing files.
+
+Tools catch `CaffeError` and print its message as one line; anything else is
+a bug and keeps its traceback.
+"""
+
+
+class CaffeError(Exception):
+    """Base of every error caused by the user's input rather than a bug."""
+
+
+class ProtoError(CaffeError):
+    """A prototxt or binary proto that cannot be read or upgraded."""
+
+
+class NetError(CaffeError):
+    """A net that cannot be built: wiring, counts, unknown types."""
+
+
+class LayerError(NetError):
+    """A layer's parameters or shapes are wrong; the message names the layer."""
+
+    def __init__(self, layer, message):
+        name = getattr(layer, "name", None) or "?"
+        type_ = getattr(layer, "type", None) or "?"
+        super().__init__(f"layer '{name}' ({type_}): {message}")
+
+
+class WeightsError(CaffeError):
+    """Weights that do not fit the net they are loaded into."""
+
+
+class SolverError(CaffeError):
+    """A solver definition or state that cannot be used."""
+
+
+class DataError(CaffeError):
+    """A database, list file, image or record that cannot be read."""

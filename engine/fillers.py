@@ -1,0 +1,100 @@
+"""Weight fillers with Caffe's definitions of fan-in, fan-out and sparsity."""
+
+import math
+
+import numpy as np
+
+from . import backend
+from .errors import CaffeError
+
+_FAN_IN, _FAN_OUT, _AVERAGE = 0, 1, 2  # FillerParameter.VarianceNorm
+
+
+def _fans(shape):
+    count = int(np.prod(shape)) if shape else 1
+    fan_in = count // shape[0] if shape else count
+    fan_out = count // shape[1] if len(shape) > 1 else count
+    return fan_in, fan_out
+
+
+def _variance_n(param, shape):
+    fan_in, fan_out = _fans(shape)
+    if param.variance_norm == _AVERAGE:
+        return (fan_in + fan_out) / 2.0
+    if param.variance_norm == _FAN_OUT:
+        return fan_out
+    return fan_in
+
+
+def _constant(param, shape, xp, rand):
+    return xp.full(shape, param.value)
+
+
+def _uniform(param, shape, xp, rand):
+    return param.min + (param.max - param.min) * rand.random(shape)
+
+
+def _gaussian(param, shape, xp, rand):
+    values = param.mean + param.std * rand.standard_normal(shape)
+    if param.sparse >= 0:
+        if len(shape) < 1:
+            raise CaffeError("gaussian filler with sparse needs a blob of at least 1 axis")
+        keep = param.sparse / shape[0]
+        values = values * (rand.random(shape) < keep)
+    return values
+
+
+def _positive_unitball(param, shape, xp, rand):
+    values = rand.random(shape)
+    rows = values.reshape(shape[0], -1)
+    rows /= rows.sum(axis=1, keepdims=True)
+    return values
+
+
+def _xavier(param, shape, xp, rand):
+    scale = math.sqrt(3.0 / _variance_n(param, shape))
+    return -scale + 2 * scale * rand.random(shape)
+
+
+def _msra(param, shape, xp, rand):
+    std = math.sqrt(2.0 / _variance_n(param, shape))
+    return std * rand.standard_normal(shape)
+
+
+def _bilinear(param, shape, xp, rand):
+    if len(shape) != 4 or shape[2] != shape[3]:
+        raise CaffeError(f"bilinear filler needs a 4-axis blob with square kernels, got {shape}")
+    size = shape[3]
+    f = math.ceil(size / 2.0)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    ramp = 1 - np.abs(np.arange(size) / f - c)
+    kernel = np.outer(ramp, ramp)
+    return xp.asarray(np.broadcast_to(kernel, shape))
+
+
+_FILLERS = {
+    "constant": _constant,
+    "uniform": _uniform,
+    "gaussian": _gaussian,
+    "positive_unitball": _positive_unitball,
+    "xavier": _xavier,
+    "msra": _msra,
+    "bilinear": _bilinear,
+}
+
+
+def fill(array, param):
+    """Fill `array` (NumPy or CuPy) in place as FillerParameter `param` says."""
+    try:
+        filler = _FILLERS[param.type]
+    except KeyError:
+        raise CaffeError(f"Unknown filler type: {param.type} (known: {', '.join(sorted(_FILLERS))})") from None
+    xp = backend.get_array_module(array)
+    values = filler(param, tuple(array.shape), xp, backend.random_module(xp))
+    array[...] = xp.asarray(values, dtype=array.dtype)
+    return array
+
+
+def fill_blob(blob, param):
+    fill(blob.data, param)
+    return blob

@@ -1,0 +1,254 @@
+"""Reading and writing Caffe's files: prototxt, binary protos, weights, means.
+
+The only module (with upgrade.py) that touches protobuf's text and wire
+formats. Files are written atomically (temporary file, then rename), so an
+interrupted write never leaves a half-written snapshot behind.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import message as pb_message
+from google.protobuf import text_format
+
+from . import caffe_pb2
+from .errors import ProtoError, WeightsError
+
+# -- generic text / binary ----------------------------------------------------
+
+
+def parse_text(text, message, source="<string>"):
+    """Merge prototxt `text` into `message`; syntax errors name source:line:column."""
+    try:
+        text_format.Merge(text, message, allow_unknown_extension=False)
+    except text_format.ParseError as exc:
+        line, column = exc.GetLine(), exc.GetColumn()
+        detail = str(exc)
+        prefix = f"{line}:{column} : "
+        if detail.startswith(prefix):
+            detail = detail[len(prefix):]
+        where = f"{source}:{line}:{column}" if line else source
+        raise ProtoError(f"{where}: {detail}") from None
+    return message
+
+
+def read_text(path, message_type):
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ProtoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_text(text, message_type(), str(path))
+
+
+def read_binary(path, message_type):
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProtoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    message = message_type()
+    try:
+        message.ParseFromString(raw)
+    except pb_message.DecodeError as exc:
+        raise ProtoError(f"{path}: not a binary {message_type.DESCRIPTOR.name} ({exc})") from None
+    return message
+
+
+def read_text_or_binary(path, message_type):
+    """Caffe's ReadProtoFromTextFileOrDie/BinaryFile by content: try binary, then text."""
+    path = Path(path)
+    try:
+        return read_binary(path, message_type)
+    except ProtoError:
+        return read_text(path, message_type)
+
+
+def atomic_write(path, data):
+    """Write bytes to `path` through a temporary file in the same folder."""
+    path = Path(path)
+    mode = "w" if isinstance(data, str) else "wb"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, message):
+    atomic_write(path, text_format.MessageToString(message))
+
+
+def write_binary(path, message):
+    atomic_write(path, message.SerializeToString())
+
+
+# -- nets and solvers ------------------------------------------------------------
+
+
+def read_net(source):
+    """A NetParameter from a prototxt path (text) or message, upgraded to the current format."""
+    from . import upgrade
+
+    if isinstance(source, caffe_pb2.NetParameter):
+        net = source
+        name = "<NetParameter>"
+    else:
+        net = read_text(source, caffe_pb2.NetParameter)
+        name = str(source)
+    if upgrade.net_needs_upgrade(net):
+        net = upgrade.upgrade_net(net, name)
+    return net
+
+
+def read_solver(source):
+    from . import upgrade
+
+    if isinstance(source, caffe_pb2.SolverParameter):
+        solver = source
+    else:
+        solver = read_text(source, caffe_pb2.SolverParameter)
+    if upgrade.solver_needs_upgrade(solver):
+        solver = upgrade.upgrade_solver(solver)
+    return solver
+
+
+# -- blobs --------------------------------------------------------------------
+
+_LEGACY_FIELDS = ("num", "channels", "height", "width")
+
+
+def blob_has_legacy_shape(proto):
+    return any(proto.HasField(f) for f in _LEGACY_FIELDS)
+
+
+def blob_shape(proto):
+    """The shape a BlobProto declares: `shape.dim`, else legacy num/channels/height/width."""
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if blob_has_legacy_shape(proto):
+        return tuple(int(getattr(proto, f)) for f in _LEGACY_FIELDS)
+    return (len(proto.data) or len(proto.double_data),)
+
+
+def blobproto_to_array(proto, diff=False, shape=None):
+    """The data (or diff) of a BlobProto as a NumPy array in its declared shape."""
+    if diff:
+        values = proto.double_diff if len(proto.double_diff) else proto.diff
+    else:
+        values = proto.double_data if len(proto.double_data) else proto.data
+    dtype = np.float64 if (diff and len(proto.double_diff)) or (not diff and len(proto.double_data)) else np.float32
+    array = np.asarray(values, dtype=dtype)
+    shape = shape if shape is not None else blob_shape(proto)
+    if array.size != int(np.prod(shape, dtype=np.int64)):
+        raise ProtoError(f"blob holds {array.size} values but its shape {shape} needs {int(np.prod(shape))}")
+    return array.reshape(shape)
+
+
+def array_to_blobproto(array, diff=None):
+    """A BlobProto with the `shape` field, float data (and diff)."""
+    proto = caffe_pb2.BlobProto()
+    array = np.asarray(array)
+    proto.shape.dim.extend(int(d) for d in array.shape)
+    proto.data.extend(array.astype(np.float32, copy=False).ravel().tolist())
+    if diff is not None:
+        proto.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+    return proto
+
+
+def legacy_shape_matches(proto, shape):
+    """Caffe's Blob::ShapeEquals: legacy dims compare with the shape padded on the left by 1s."""
+    if proto.HasField("shape") or not blob_has_legacy_shape(proto):
+        return tuple(int(d) for d in proto.shape.dim) == tuple(shape)
+    if len(shape) > 4:
+        return False
+    padded = (1,) * (4 - len(shape)) + tuple(shape)
+    return padded == blob_shape(proto)
+
+
+def read_mean(path):
+    """A mean `.binaryproto` (BlobProto) as a float32 array of shape (C, H, W) or as stored."""
+    proto = read_binary(path, caffe_pb2.BlobProto)
+    array = blobproto_to_array(proto).astype(np.float32)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    return array
+
+
+# -- weights ----------------------------------------------------------------------
+
+
+def is_hdf5(path):
+    path = str(path)
+    if path.endswith((".h5", ".hdf5")):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def read_weights(path):
+    """Weights by layer name: {name: [BlobProto or array, ...]} from .caffemodel or HDF5."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if is_hdf5(path):
+        return _read_hdf5_weights(path)
+    from . import upgrade
+
+    net = read_binary(path, caffe_pb2.NetParameter)
+    if upgrade.net_needs_upgrade(net):
+        net = upgrade.upgrade_net(net, str(path))
+    weights = {}
+    for layer in net.layer:
+        if len(layer.blobs):
+            weights[layer.name] = list(layer.blobs)
+    return weights
+
+
+def _read_hdf5_weights(path):
+    import h5py
+
+    weights = {}
+    with h5py.File(path, "r") as handle:
+        if "data" not in handle:
+            raise WeightsError(f"{path}: HDF5 weights need a 'data' group")
+        data = handle["data"]
+        for name in data:
+            group = data[name]
+            count = len(group)
+            weights[name] = [np.asarray(group[str(i)], dtype=np.float32) for i in range(count)]
+    return weights
+
+
+def write_hdf5_weights(path, layers, write_diff=False):
+    """Caffe's Net::ToHDF5 layout: /data/<layer>/<i> (and /diff/<layer>/<i>)."""
+    import h5py
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as handle:
+            data = handle.create_group("data")
+            diff = handle.create_group("diff") if write_diff else None
+            for name, blobs in layers:
+                group = data.create_group(name)
+                dgroup = diff.create_group(name) if diff is not None else None
+                for i, (values, grads) in enumerate(blobs):
+                    group.create_dataset(str(i), data=np.asarray(values, dtype=np.float32))
+                    if dgroup is not None:
+                        dgroup.create_dataset(str(i), data=np.asarray(grads, dtype=np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,110 @@
+"""Caffe's net-construction passes on NetParameter messages, before any layer exists.
+
+`filter_net` keeps the layers whose include/exclude rules match the NetState;
+`insert_splits` gives every blob consumed by several layers its own Split
+layer, named as Caffe names it, so each consumer gets its own diff.
+"""
+
+from . import caffe_pb2
+from .errors import NetError
+
+
+def rule_matches(state, rule):
+    """Caffe's StateMeetsRule: phase, level range, required and forbidden stages."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(stage not in stages for stage in rule.stage):
+        return False
+    if any(stage in stages for stage in rule.not_stage):
+        return False
+    return True
+
+
+def layer_included(state, layer):
+    if len(layer.include) and len(layer.exclude):
+        raise NetError(f"layer '{layer.name}': specify either include rules or exclude rules, not both")
+    if len(layer.include):
+        return any(rule_matches(state, rule) for rule in layer.include)
+    return not any(rule_matches(state, rule) for rule in layer.exclude)
+
+
+def filter_net(net, state):
+    """A copy of `net` holding only the layers that `state` selects."""
+    filtered = caffe_pb2.NetParameter()
+    filtered.CopyFrom(net)
+    del filtered.layer[:]
+    for layer in net.layer:
+        if layer_included(state, layer):
+            filtered.layer.add().CopyFrom(layer)
+    return filtered
+
+
+def split_layer_name(blob, layer, top_index):
+    return f"{blob}_{layer}_{top_index}_split"
+
+
+def split_blob_name(blob, layer, top_index, split_index):
+    return f"{blob}_{layer}_{top_index}_split_{split_index}"
+
+
+def insert_splits(net):
+    """Caffe's InsertSplits: a Split after every top read by more than one consumer.
+
+    A top with a non-zero loss weight counts as one consumer more; its loss
+    weight moves to the Split's first top.
+    """
+    producer_of = {}  # blob name -> (layer index, top index) of its latest producer
+    consumers = {}  # (layer index, top index) -> number of consumers
+    loss_weight = {}
+    source_of = {}  # (layer index, bottom index) -> (layer index, top index)
+    for i, layer in enumerate(net.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in producer_of:
+                raise NetError(f"Unknown bottom blob '{name}' (layer '{layer.name}', bottom index {j})")
+            source = producer_of[name]
+            source_of[(i, j)] = source
+            consumers[source] = consumers.get(source, 0) + 1
+        for j, name in enumerate(layer.top):
+            producer_of[name] = (i, j)
+        for j in range(len(layer.top)):
+            weight = layer.loss_weight[j] if j < len(layer.loss_weight) else 0.0
+            loss_weight[(i, j)] = weight
+            if weight:
+                consumers[(i, j)] = consumers.get((i, j), 0) + 1
+
+    result = caffe_pb2.NetParameter()
+    result.CopyFrom(net)
+    del result.layer[:]
+    next_split = {}
+    for i, layer in enumerate(net.layer):
+        copy = result.layer.add()
+        copy.CopyFrom(layer)
+        for j, name in enumerate(layer.bottom):
+            source = source_of[(i, j)]
+            if consumers.get(source, 0) > 1:
+                index = next_split.get(source, 0)
+                next_split[source] = index + 1
+                copy.bottom[j] = split_blob_name(name, net.layer[source[0]].name, source[1], index)
+        for j, name in enumerate(layer.top):
+            count = consumers.get((i, j), 0)
+            if count <= 1:
+                continue
+            weight = loss_weight[(i, j)]
+            split = result.layer.add()
+            split.name = split_layer_name(name, layer.name, j)
+            split.type = "Split"
+            split.bottom.append(name)
+            for k in range(count):
+                split.top.append(split_blob_name(name, layer.name, j, k))
+                if weight:
+                    split.loss_weight.append(weight if k == 0 else 0.0)
+            if weight:
+                # The loss takes split top 0; consumers are numbered from 1.
+                del copy.loss_weight[:]
+                next_split[(i, j)] = 1
+    return result

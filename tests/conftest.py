@@ -1,0 +1,32 @@
+"""Test-wide setup: helper modules importable, shared reference paths, GPU marker."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(ROOT))
+
+from layer_check import gpu_present  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs CuPy and an NVIDIA GPU")
+    if not gpu_present():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_mode_and_seed():
+    """Every test starts in CPU mode with a fixed seed."""
+    import engine
+
+    engine.set_mode_cpu()
+    engine.set_random_seed(1701)
+    yield
+    engine.set_mode_cpu()
