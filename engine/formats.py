@@ -119,6 +119,21 @@ def read_solver(source):
     return solver
 
 
+def locate_layer(path, name):
+    """The 1-based line of `name: "<name>"` in a prototxt, or None."""
+    if name is None:
+        return None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    needles = (f'name: "{name}"', f"name: '{name}'", f'name:"{name}"')
+    for number, line in enumerate(lines, 1):
+        if any(needle in line for needle in needles):
+            return number
+    return None
+
+
 # -- blobs --------------------------------------------------------------------
 
 _LEGACY_FIELDS = ("num", "channels", "height", "width")

@@ -39,7 +39,7 @@ class Net:
     prototxt path or a NetParameter.
     """
 
-    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), state=None):
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), state=None, source=None):
         if len(args) == 1:
             phase = args[0] if phase is None else phase
         elif len(args) == 2:
@@ -47,7 +47,9 @@ class Net:
         elif args:
             raise TypeError("Net(model, phase) or Net(model, weights, phase)")
         param = formats.read_net(model)
-        self.source = model if not isinstance(model, caffe_pb2.NetParameter) else "<NetParameter>"
+        if source is None:
+            source = "<NetParameter>" if isinstance(model, caffe_pb2.NetParameter) else str(model)
+        self.source = source
         if state is None:
             state = caffe_pb2.NetState()
             state.CopyFrom(param.state)
@@ -60,7 +62,10 @@ class Net:
         self.phase = state.phase
         self.state = state
         self.debug_info = bool(param.debug_info)
-        self._init(param)
+        try:
+            self._init(param)
+        except NetError as exc:
+            raise NetError(self._where(exc) + str(exc)) from None
         if weights:
             for path in str(weights).split(","):
                 self.copy_from(path)
@@ -85,10 +90,10 @@ class Net:
         for layer_index, lparam in enumerate(self.param.layer):
             if not lparam.HasField("phase"):
                 lparam.phase = self.phase
+            self._layer_names.append(lparam.name)
             cls = layer_class(lparam.type, where=f"layer '{lparam.name}': ")
             layer = cls(lparam)
             self.layers.append(layer)
-            self._layer_names.append(lparam.name)
             need_backward = self._wire_bottoms(layer_index, lparam, name_to_id, available)
             self._wire_tops(layer_index, lparam, layer, name_to_id, available)
             bottoms, tops = self._bottom_blobs(layer_index), self._top_blobs(layer_index)
@@ -115,6 +120,14 @@ class Net:
         self._backward_from_losses()
         if self.param.force_backward:
             self._force_backward()
+
+    def _where(self, exc):
+        """'file:line: ' of the layer being built when the error happened, if known."""
+        names = getattr(self, "_layer_names", [])
+        if not names or self.source.startswith("<"):
+            return f"{self.source}: "
+        line = formats.locate_layer(self.source, names[-1])
+        return f"{self.source}:{line}: " if line else f"{self.source}: "
 
     def _wire_bottoms(self, layer_index, lparam, name_to_id, available):
         ids, needs, need_backward = [], [], False
@@ -381,6 +394,15 @@ class Net:
             blob.diff[...] = values
         self.backward_from_to(start_index, end_index)
         return {name: self.blobs[name].diff for name in outputs}
+
+    def set_input_arrays(self, data, labels):
+        """pycaffe's feed for a first MemoryData layer: `layer.reset(data, labels)` does the checks."""
+        if not self.layers or self.layers[0].type != "MemoryData":
+            raise NetError("set_input_arrays may only be called if the first layer is a MemoryData layer")
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim == 1:
+            labels = labels.reshape(-1, 1, 1, 1)
+        self.layers[0].reset(np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(labels))
 
     def reshape(self):
         for i, layer in enumerate(self.layers):

@@ -108,3 +108,70 @@ def insert_splits(net):
                 del copy.loss_weight[:]
                 next_split[(i, j)] = 1
     return result
+
+
+# -- shape-only builds without the data ---------------------------------------------
+
+_DB_LAYERS = {"Data": "data_param", "ImageData": "image_data_param", "WindowData": "window_data_param",
+              "HDF5Data": "hdf5_data_param"}
+
+
+def _declared_data_shape(layer):
+    """(N, C, H, W) a data layer will produce, from its own settings, or a reason why unknown."""
+    transform = layer.transform_param
+    kind = layer.type
+    batch = getattr(layer, _DB_LAYERS[kind]).batch_size
+    if batch <= 0:
+        return None, "batch_size is not set"
+    if kind == "HDF5Data":
+        return None, "HDF5 dataset shapes are only known from the files"
+    if kind == "ImageData":
+        p = layer.image_data_param
+        channels = 3 if p.is_color else 1
+        size = (transform.crop_size,) * 2 if transform.crop_size else (p.new_height, p.new_width)
+    else:
+        channels = len(transform.mean_value) if len(transform.mean_value) > 1 else None
+        if transform.force_gray:
+            channels = 1
+        elif transform.force_color or kind == "WindowData":
+            channels = 3
+        size = (transform.crop_size,) * 2 if transform.crop_size else (0, 0)
+    if not channels:
+        return None, "the channel count is only known from the database"
+    if not all(size):
+        return None, "the image size is only known from the database (no crop_size)"
+    return (batch, channels) + tuple(size), None
+
+
+def stand_in_for_data(net, source_exists):
+    """Replace data layers whose source is missing by Input layers of their declared shapes.
+
+    Returns (net, reasons): reasons maps a layer name to why its shapes cannot
+    be known; such a net cannot be shaped without its data.
+    """
+    result = caffe_pb2.NetParameter()
+    result.CopyFrom(net)
+    reasons = {}
+    for layer in result.layer:
+        if layer.type not in _DB_LAYERS:
+            continue
+        source = getattr(layer, _DB_LAYERS[layer.type]).source
+        if source and source_exists(source):
+            continue
+        shape, reason = _declared_data_shape(layer)
+        if shape is None:
+            reasons[layer.name] = f"{layer.type} source '{source}' is absent and {reason}"
+            continue
+        tops = list(layer.top)
+        label_shape = (shape[0],)
+        include = [rule for rule in layer.include]
+        exclude = [rule for rule in layer.exclude]
+        name = layer.name
+        layer.Clear()
+        layer.name, layer.type = name, "Input"
+        layer.top.extend(tops)
+        layer.include.extend(include)
+        layer.exclude.extend(exclude)
+        for index in range(len(tops)):
+            layer.input_param.shape.add().dim.extend(shape if index == 0 else label_shape)
+    return result, reasons
