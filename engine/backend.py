@@ -111,3 +111,28 @@ def random_module(xp):
     if xp is np:
         return _state["rng"]
     return xp.random
+
+
+# -- data-parallel identity (Caffe::solver_rank / solver_count) -------------------
+
+_parallel = {"rank": 0, "count": 1}
+
+
+def set_solver_rank(rank, count):
+    """Which of `count` data-parallel workers this process is; data layers skip the others' records."""
+    if not 0 <= rank < count:
+        raise CaffeError(f"solver rank {rank} is outside 0..{count - 1}")
+    _parallel["rank"], _parallel["count"] = int(rank), int(count)
+
+
+def solver_rank():
+    return _parallel["rank"]
+
+
+def solver_count():
+    return _parallel["count"]
+
+
+def keeps_record(offset, phase_is_test):
+    """Caffe's data-layer Skip rule: in TRAIN, worker r reads records r, r+count, r+2*count, ..."""
+    return phase_is_test or offset % _parallel["count"] == _parallel["rank"]

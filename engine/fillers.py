@@ -26,42 +26,59 @@ def _variance_n(param, shape):
     return fan_in
 
 
-def _constant(param, shape, xp, rand):
-    return xp.full(shape, param.value)
+# Random values are drawn in the blob's own dtype: no float64 copies of large blobs.
 
 
-def _uniform(param, shape, xp, rand):
-    return param.min + (param.max - param.min) * rand.random(shape)
+def _uniform_in(rand, shape, dtype, low, high):
+    values = rand.random(shape, dtype=dtype)
+    values *= high - low
+    values += low
+    return values
 
 
-def _gaussian(param, shape, xp, rand):
-    values = param.mean + param.std * rand.standard_normal(shape)
+def _normal_in(rand, shape, dtype, mean, std):
+    values = rand.standard_normal(shape, dtype=dtype)
+    values *= std
+    values += mean
+    return values
+
+
+def _constant(param, shape, xp, rand, dtype):
+    return param.value
+
+
+def _uniform(param, shape, xp, rand, dtype):
+    return _uniform_in(rand, shape, dtype, param.min, param.max)
+
+
+def _gaussian(param, shape, xp, rand, dtype):
+    values = _normal_in(rand, shape, dtype, param.mean, param.std)
     if param.sparse >= 0:
         if len(shape) < 1:
             raise CaffeError("gaussian filler with sparse needs a blob of at least 1 axis")
         keep = param.sparse / shape[0]
-        values = values * (rand.random(shape) < keep)
+        values *= rand.random(shape, dtype=dtype) < keep
     return values
 
 
-def _positive_unitball(param, shape, xp, rand):
-    values = rand.random(shape)
+def _positive_unitball(param, shape, xp, rand, dtype):
+    values = rand.random(shape, dtype=dtype)
     rows = values.reshape(shape[0], -1)
     rows /= rows.sum(axis=1, keepdims=True)
     return values
 
 
-def _xavier(param, shape, xp, rand):
+def _xavier(param, shape, xp, rand, dtype):
     scale = math.sqrt(3.0 / _variance_n(param, shape))
-    return -scale + 2 * scale * rand.random(shape)
+    return _uniform_in(rand, shape, dtype, -scale, scale)
 
 
-def _msra(param, shape, xp, rand):
+def _msra(param, shape, xp, rand, dtype):
     std = math.sqrt(2.0 / _variance_n(param, shape))
-    return std * rand.standard_normal(shape)
+    return _normal_in(rand, shape, dtype, 0.0, std)
 
 
-def _bilinear(param, shape, xp, rand):
+def _bilinear(param, shape, xp, rand, dtype):
     if len(shape) != 4 or shape[2] != shape[3]:
         raise CaffeError(f"bilinear filler needs a 4-axis blob with square kernels, got {shape}")
     size = shape[3]
@@ -90,8 +107,8 @@ def fill(array, param):
     except KeyError:
         raise CaffeError(f"Unknown filler type: {param.type} (known: {', '.join(sorted(_FILLERS))})") from None
     xp = backend.get_array_module(array)
-    values = filler(param, tuple(array.shape), xp, backend.random_module(xp))
-    array[...] = xp.asarray(values, dtype=array.dtype)
+    values = filler(param, tuple(array.shape), xp, backend.random_module(xp), array.dtype)
+    array[...] = values
     return array
 
 

@@ -74,12 +74,22 @@ def test_net_parses(path):
     assert len(net.layer) > 0 and not len(net.layers)
 
 
-def _declared_phases(net):
-    phases = {rule.phase for layer in net.layer for rule in list(layer.include) + list(layer.exclude)
-              if rule.HasField("phase")}
+def _declared_states(net):
+    """(phase, stages) combinations the net's include rules name; TEST when it names none."""
+    states = set()
+    for layer in net.layer:
+        for rule in layer.include:
+            if rule.HasField("phase"):
+                states.add((rule.phase, tuple(rule.stage)))
+        for rule in layer.exclude:
+            if rule.HasField("phase"):
+                states.add((rule.phase, ()))
     if net.state.HasField("phase"):
-        phases.add(net.state.phase)
-    return sorted(phases) or [caffe_pb2.TEST]
+        states.add((net.state.phase, tuple(net.state.stage)))
+    # A stage-less state of a phase whose layers all need stages builds nothing useful.
+    staged = {phase for phase, stages in states if stages}
+    states = {(p, s) for p, s in states if s or p not in staged}
+    return sorted(states) or [(caffe_pb2.TEST, ())]
 
 
 def _build_cases():
@@ -88,8 +98,9 @@ def _build_cases():
         if _rel(path) in FORK_FILES:
             continue
         net = formats.read_net(path)
-        for phase in _declared_phases(net):
-            cases.append(pytest.param(path, phase, id=f"{_rel(path)}-{caffe_pb2.Phase.Name(phase)}"))
+        for phase, stages in _declared_states(net):
+            label = caffe_pb2.Phase.Name(phase) + "".join(f"+{s}" for s in stages)
+            cases.append(pytest.param(path, phase, stages, id=f"{_rel(path)}-{label}"))
     return cases
 
 
@@ -104,16 +115,16 @@ def _python_modules_missing(net):
     return missing
 
 
-@pytest.mark.parametrize("path, phase", _build_cases())
-def test_net_builds(path, phase):
+@pytest.mark.parametrize("path, phase, stages", _build_cases())
+def test_net_builds(path, phase, stages):
     param = formats.read_net(path)
     foreign = sorted({layer.type for layer in param.layer} - BVLC_TYPES)
     if foreign:
         with pytest.raises(NetError, match=rf"{re.escape(str(path))}:\d+: .*Unknown layer type: "
                                            rf"({'|'.join(map(re.escape, foreign))})"):
-            Net(param, phase=phase, source=str(path))
+            Net(param, phase=phase, stages=stages, source=str(path))
         return
-    state = caffe_pb2.NetState(phase=phase)
+    state = caffe_pb2.NetState(phase=phase, stage=stages)
     param, reasons = netgraph.stand_in_for_data(param, os.path.exists)
     active = netgraph.filter_net(param, state)
     missing = [f"{name}: {why}" for name, why in reasons.items()
@@ -121,7 +132,7 @@ def test_net_builds(path, phase):
     missing += _python_modules_missing(active)
     if missing:
         pytest.skip("cannot shape without data: " + "; ".join(missing))
-    net = Net(param, phase=phase, source=str(path))
+    net = Net(param, phase=phase, stages=stages, source=str(path))
     for name, blob in net.blobs.items():
         assert all(d > 0 for d in blob.shape) or blob.shape == (), f"blob {name} has shape {blob.shape}"
 

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""CPU training-step benchmark: our engine against PyTorch on the same nets, same weights.
+
+For each net the parent runs three child processes, so that peak resident
+memory and thread settings never mix between frameworks:
+
+  check  builds the net in both frameworks from the same prototxt and the same
+         weights, and compares the loss, the scores and every parameter
+         gradient; it writes the weights and inputs the timed workers load.
+  ours   times our forward, backward and SGD step (engine's solver when it
+         exists, else Net.forward_backward + an explicit momentum update).
+  torch  times the torch model built by torch_from_prototxt.py.
+
+BLAS/OpenMP thread counts go into the children's environment before NumPy
+or torch is imported; torch also gets torch.set_num_threads. Times are
+medians over `--iterations` after `--warmup` untimed iterations; memory is
+the child's ru_maxrss. Usage:
+
+    python3 bench/cpu_train_step.py --nets lenet,caffenet --iterations 10 --threads 2
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+BASE_LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 0.0005
+FORWARD_TOL, GRADIENT_TOL = 1e-4, 2e-3  # max |ours - torch| / max |torch|, float32
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def timed(fn, iterations, warmup, before=None):
+    """Median wall time of fn() in milliseconds; before() runs untimed ahead of each call."""
+    samples = []
+    for index in range(warmup + iterations):
+        if before:
+            before()
+        start = time.perf_counter()
+        fn()
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if index >= warmup:
+            samples.append(elapsed)
+    return statistics.median(samples)
+
+
+# -- workers (each runs in its own process) -------------------------------------------
+def worker_check(args, work):
+    import numpy as np
+    from google.protobuf import text_format
+
+    import engine
+    from bench_nets import init_weights, loss_layer, make_inputs, read_weights, training_param, without_dropout
+    from torch_from_prototxt import TorchNet
+    import torch
+
+    torch.set_num_threads(args.threads)
+    param, source = training_param(args.net)
+    (work / "train.prototxt").write_text(text_format.MessageToString(param))
+    net = engine.Net(param, engine.TRAIN)
+    init_weights(net)
+    net.save_hdf5(str(work / "weights.h5"))
+    inputs = make_inputs(net, param)
+    np.savez(work / "inputs.npz", **inputs)
+    del net
+    weights = read_weights(work / "weights.h5")
+    scores = loss_layer(param).bottom[0]
+    report = {"source": str(source), "errors": {}}
+    for phase, net_param, backward in ((engine.TEST, param, False), (engine.TRAIN, without_dropout(param), True)):
+        tag = "TEST" if phase == engine.TEST else "TRAIN"
+        ours = engine.Net(net_param, phase, weights=str(work / "weights.h5"))
+        for name, values in inputs.items():
+            ours.blobs[name].data[...] = values
+        ours.forward_from_to()
+        model = TorchNet(net_param, weights, phase)
+        blobs = model({name: torch.from_numpy(values) for name, values in inputs.items()})
+        loss = model.loss(blobs)
+        pairs = {f"{tag} loss": (ours.blobs["loss"].data, loss.detach().numpy()),
+                 f"{tag} {scores}": (ours.blobs[scores].data, blobs[scores].detach().numpy())}
+        if backward:
+            ours.backward_from_to()
+            loss.backward()
+            for layer, params in model.caffe_params().items():
+                for index, tensor in enumerate(params):
+                    if tensor.grad is not None:
+                        pairs[f"{tag} d{layer}/{index}"] = (ours.params[layer][index].diff, tensor.grad.numpy())
+        for key, (mine, theirs) in pairs.items():
+            scale = max(float(np.abs(theirs).max()), 1e-12)
+            report["errors"][key] = float(np.abs(np.asarray(mine) - theirs).max()) / scale
+        del ours, model, blobs, loss
+    worst_fwd = max(v for k, v in report["errors"].items() if " d" not in k)
+    worst_grad = max([v for k, v in report["errors"].items() if " d" in k] or [0.0])
+    report["worst_forward"], report["worst_gradient"] = worst_fwd, worst_grad
+    report["ok"] = worst_fwd <= FORWARD_TOL and worst_grad <= GRADIENT_TOL
+    return report
+
+
+def _our_step(engine, work, net_path):
+    """(net, step function, description): engine's SGDSolver when available."""
+    try:
+        get_solver = engine.get_solver
+    except (AttributeError, ImportError):
+        get_solver = None
+    if get_solver is not None:
+        solver_path = work / "solver.prototxt"
+        solver_path.write_text(f'net: "{net_path}"\nbase_lr: {BASE_LR}\nmomentum: {MOMENTUM}\n'
+                               f'weight_decay: {WEIGHT_DECAY}\nlr_policy: "fixed"\nmax_iter: 1000000\n'
+                               'display: 0\nsnapshot: 0\nsolver_mode: CPU\ntype: "SGD"\n')
+        solver = get_solver(str(solver_path))
+        solver.net.copy_from(str(work / "weights.h5"))
+        return solver.net, lambda: solver.step(1), "engine.get_solver(SGD).step(1)"
+    net = engine.Net(str(net_path), engine.TRAIN, weights=str(work / "weights.h5"))
+    history = [blob.xp.zeros_like(blob.data) for blob in net.learnable_params]
+    rules = list(zip(net.learnable_params, history, net.params_lr, net.params_weight_decay))
+
+    def step():
+        net.clear_param_diffs()
+        net.forward_backward()
+        for blob, velocity, lr_mult, decay_mult in rules:
+            if decay_mult:
+                blob.diff[...] += (WEIGHT_DECAY * decay_mult) * blob.data
+            velocity *= MOMENTUM
+            velocity += (BASE_LR * lr_mult) * blob.diff
+            blob.diff[...] = velocity
+        net.update()
+    return net, step, "Net.forward_backward + explicit momentum update"
+
+
+def worker_ours(args, work):
+    import numpy as np
+
+    import engine
+
+    baseline = peak_mb()
+    net, step, how = _our_step(engine, work, work / "train.prototxt")
+    for name, values in np.load(work / "inputs.npz").items():
+        net.blobs[name].data[...] = values
+    fwd = timed(net.forward_from_to, args.iterations, args.warmup)
+    bwd = timed(net.backward_from_to, args.iterations, args.warmup, before=net.clear_param_diffs)
+    stp = timed(step, args.iterations, args.warmup)
+    return {"fwd": fwd, "bwd": bwd, "step": stp, "peak_mb": peak_mb(), "import_mb": baseline, "step_how": how}
+
+
+def worker_torch(args, work):
+    import numpy as np
+    import torch
+
+    from bench_nets import read_weights
+    from engine import formats
+    from torch_from_prototxt import TorchNet
+
+    torch.set_num_threads(args.threads)
+    baseline = peak_mb()
+    model = TorchNet(formats.read_net(str(work / "train.prototxt")), read_weights(work / "weights.h5"))
+    optimizer = torch.optim.SGD(model.param_groups(BASE_LR, WEIGHT_DECAY), lr=BASE_LR, momentum=MOMENTUM)
+    inputs = {name: torch.from_numpy(values) for name, values in np.load(work / "inputs.npz").items()}
+    state = {}
+
+    def forward():
+        state["loss"] = model.loss(model(inputs))
+
+    def step():
+        optimizer.zero_grad()
+        model.loss(model(inputs)).backward()
+        optimizer.step()
+
+    fwd = timed(forward, args.iterations, args.warmup, before=optimizer.zero_grad)
+    bwd = timed(lambda: state["loss"].backward(), args.iterations, args.warmup,
+                before=lambda: (optimizer.zero_grad(), forward()))
+    stp = timed(step, args.iterations, args.warmup)
+    return {"fwd": fwd, "bwd": bwd, "step": stp, "peak_mb": peak_mb(), "import_mb": baseline,
+            "torch": torch.__version__}
+
+
+WORKERS = {"check": worker_check, "ours": worker_ours, "torch": worker_torch}
+
+
+# -- the parent ---------------------------------------------------------------------
+def child_env(threads):
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    return env
+
+
+def run_child(kind, args, work):
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--net", args.net_name,
+               "--workdir", str(work), "--iterations", str(args.iterations), "--warmup", str(args.warmup),
+               "--threads", str(args.threads)]
+    done = subprocess.run(command, env=child_env(args.threads), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} worker for {args.net_name} failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-4000:]}")
+    return json.loads((work / f"{kind}.json").read_text())
+
+
+def best_of(args, work):
+    """Alternate ours/torch children `--rounds` times; keep each framework's best median.
+
+    On a shared machine a burst of load hits one child and not the other;
+    alternating and keeping the best of each spreads that risk evenly.
+    """
+    best = {}
+    for _ in range(args.rounds):
+        for kind in ("ours", "torch"):
+            result = run_child(kind, args, work)
+            if kind in best:
+                for key in ("fwd", "bwd", "step"):
+                    result[key] = min(result[key], best[kind][key])
+                result["peak_mb"] = max(result["peak_mb"], best[kind]["peak_mb"])
+            best[kind] = result
+    return best["ours"], best["torch"]
+
+
+def format_table(rows):
+    head = ("net", "ours fwd", "ours bwd", "ours step", "torch fwd", "torch bwd", "torch step",
+            "fwd x", "bwd x", "step x", "ours MB", "torch MB", "mem x")
+    lines = [head]
+    for name, ours, theirs in rows:
+        lines.append((name, *(f"{ours[k]:.1f}" for k in ("fwd", "bwd", "step")),
+                      *(f"{theirs[k]:.1f}" for k in ("fwd", "bwd", "step")),
+                      *(f"{ours[k] / theirs[k]:.2f}" for k in ("fwd", "bwd", "step")),
+                      f"{ours['peak_mb']:.0f}", f"{theirs['peak_mb']:.0f}",
+                      f"{ours['peak_mb'] / theirs['peak_mb']:.2f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nets", default="lenet,cifar10_quick,caffenet,resnet18",
+                        help="comma-separated: lenet, cifar10_quick, caffenet, resnet18")
+    parser.add_argument("--iterations", type=int, default=10, help="timed iterations (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="BLAS/OpenMP/torch threads (default: cores available)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate the ours/torch children this many times, keeping the best medians")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--net", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
+        parser.error("--iterations, --rounds and --threads must be positive, --warmup non-negative")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        work = Path(args.workdir)
+        result = WORKERS[args.worker](args, work)
+        (work / f"{args.worker}.json").write_text(json.dumps(result))
+        return 0
+    from bench_nets import NETS
+
+    names = [n.strip() for n in args.nets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NETS]
+    if unknown:
+        print(f"unknown net(s): {', '.join(unknown)} (known: {', '.join(NETS)})", file=sys.stderr)
+        return 2
+    rows, results, failed = [], {}, False
+    load_before = os.getloadavg()[0]
+    for name in names:
+        args.net_name = name
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            work = Path(tmp)
+            check = run_child("check", args, work)
+            print(f"{name}: built from {check['source']}; ours vs torch: worst forward error "
+                  f"{check['worst_forward']:.2e}, worst gradient error {check['worst_gradient']:.2e}", flush=True)
+            if not check["ok"]:
+                bad = {k: v for k, v in check["errors"].items() if v > FORWARD_TOL}
+                print(f"{name}: torch model does not compute what ours does: {bad}", file=sys.stderr)
+                failed = True
+                continue
+            ours, theirs = best_of(args, work)
+        rows.append((name, ours, theirs))
+        results[name] = {"check": check, "ours": ours, "torch": theirs}
+        print(f"{name}: ours {ours['step']:.1f} ms/step, torch {theirs['step']:.1f} ms/step", flush=True)
+    if rows:
+        step_how = rows[0][1]["step_how"]
+        print(f"\nthreads {args.threads}, median of {args.iterations} iterations after {args.warmup} warm-up, "
+              f"best of {args.rounds} round(s); times in ms; x = ours/torch; our step: {step_how}; "
+              f"torch {rows[0][2]['torch']}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+        print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""im2col / col2im over N-d spatial axes, and unit-stride kernel-offset windows.
+
+Both work on arrays shaped (num, channels, *spatial) of NumPy or CuPy, with
+one body: im2col is a strided view of the zero-padded image copied once;
+col2im adds the columns back kernel offset by kernel offset (a short loop
+over offsets, each step a whole-batch array operation).
+
+Column layouts (K = channels * prod(kernel), rows ordered channel, then kernel
+offsets in row-major order, exactly as Caffe's im2col):
+- batch_first=True:  (num, K, *out)  -- Caffe's per-image buffer, stacked;
+  the Im2col layer's top.
+- batch_first=False: (K, num, *out)  -- rows span the whole batch, so a
+  convolution is one matrix product per group.
+
+`OffsetWindows` serves pooling: it splits the padded image by stride phase,
+so that for each kernel offset the inputs of all windows form a unit-stride
+slice, which element-wise kernels run through several times faster than a
+strided one.
+"""
+
+import itertools
+import math
+
+from .backend import get_array_module
+
+
+def _as_strided(xp):
+    return xp.lib.stride_tricks.as_strided
+
+
+def kernel_offsets(kernel):
+    """Every kernel offset tuple, in Caffe's row-major order."""
+    return itertools.product(*(range(k) for k in kernel))
+
+
+def pad_spatial(x, before, after, value=0):
+    """`x` (num, channels, *spatial) with `before`/`after` cells of `value` per spatial axis.
+
+    Returns `x` itself when nothing is padded.
+    """
+    if not any(before) and not any(after):
+        return x
+    xp = get_array_module(x)
+    lead = x.shape[:2]
+    shape = lead + tuple(s + b + a for s, b, a in zip(x.shape[2:], before, after))
+    padded = xp.full(shape, value, dtype=x.dtype)
+    inner = (Ellipsis,) + tuple(slice(b, b + s) for b, s in zip(before, x.shape[2:]))
+    padded[inner] = x
+    return padded
+
+
+def window_view(padded, kernel, stride, dilation, out_shape):
+    """A read-only strided view (num, channels, *kernel, *out) of `padded`."""
+    xp = get_array_module(padded)
+    lead_strides = padded.strides[:2]
+    axis_strides = padded.strides[2:]
+    shape = padded.shape[:2] + tuple(kernel) + tuple(out_shape)
+    strides = (lead_strides + tuple(st * d for st, d in zip(axis_strides, dilation))
+               + tuple(st * s for st, s in zip(axis_strides, stride)))
+    return _as_strided(xp)(padded, shape=shape, strides=strides)
+
+
+def _out_shape(spatial, kernel, pad, stride, dilation):
+    return tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
+                 for size, k, p, s, d in zip(spatial, kernel, pad, stride, dilation))
+
+
+def im2col(x, kernel, pad, stride, dilation=None, batch_first=True, out=None):
+    """Columns of `x` (num, channels, *spatial); see the module docstring for layouts.
+
+    `out`, when given, is a contiguous array of the result's shape (or size)
+    to fill instead of allocating one.
+    """
+    num_axes = x.ndim - 2
+    dilation = tuple(dilation or (1,) * num_axes)
+    out_shape = _out_shape(x.shape[2:], kernel, pad, stride, dilation)
+    num, channels = x.shape[:2]
+    rows = channels * math.prod(kernel)
+    view = window_view(pad_spatial(x, pad, pad), kernel, stride, dilation, out_shape)
+    if batch_first:
+        shape = (num, rows) + out_shape
+    else:
+        # (channels, *kernel, num, *out): channel and offsets first, then the batch.
+        order = (1,) + tuple(range(2, 2 + num_axes)) + (0,) + tuple(range(2 + num_axes, 2 + 2 * num_axes))
+        view = view.transpose(order)
+        shape = (rows, num) + out_shape
+    xp = get_array_module(x)
+    if out is None:
+        out = xp.empty(shape, dtype=x.dtype)
+    else:
+        out = out.reshape(shape)
+    out.reshape(view.shape)[...] = view
+    return out
+
+
+def col2im(cols, image_shape, kernel, pad, stride, dilation=None, batch_first=True):
+    """Sum columns back into an image (num, channels, *spatial): the adjoint of im2col.
+
+    Returns a view into a fresh padded buffer (transposed when
+    batch_first=False); callers copy it where it belongs.
+    """
+    xp = get_array_module(cols)
+    num, channels = image_shape[:2]
+    spatial = tuple(image_shape[2:])
+    num_axes = len(spatial)
+    dilation = tuple(dilation or (1,) * num_axes)
+    out_shape = _out_shape(spatial, kernel, pad, stride, dilation)
+    padded_spatial = tuple(s + 2 * p for s, p in zip(spatial, pad))
+    lead = (num, channels) if batch_first else (channels, num)
+    buffer = xp.zeros(lead + padded_spatial, dtype=cols.dtype)
+    if batch_first:
+        cols = cols.reshape((num, channels) + tuple(kernel) + out_shape)
+    else:
+        cols = cols.reshape((channels,) + tuple(kernel) + (num,) + out_shape)
+    for offset in kernel_offsets(kernel):
+        target = (slice(None), slice(None)) + tuple(
+            slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offset, dilation, stride, out_shape))
+        if batch_first:
+            source = (slice(None), slice(None)) + offset
+        else:
+            source = (slice(None),) + offset
+        buffer[target] += cols[source]
+    inner = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad, spatial))
+    image = buffer[inner]
+    return image if batch_first else image.swapaxes(0, 1)
+
+
+class OffsetWindows:
+    """Pooling windows (kernel, stride, leading pad) over images of one spatial shape.
+
+    Window o along an axis covers padded positions [o*stride, o*stride + kernel);
+    image position q sits at padded position q + pad. The padded image is
+    stored as prod(stride) phase arrays (phase r holds padded positions
+    r, r + stride, ...), so `at(phases, offset)` is a unit-stride slice
+    holding, for every window, its input at that kernel offset.
+    """
+
+    def __init__(self, spatial, kernel, stride, pad, out_shape):
+        self.spatial = tuple(spatial)
+        self.kernel = tuple(kernel)
+        self.stride = tuple(stride)
+        self.pad = tuple(pad)
+        self.out_shape = tuple(out_shape)
+        self.phase_len = []
+        for size, k, s, p, n in zip(self.spatial, self.kernel, self.stride, self.pad, self.out_shape):
+            needed = max(p + size, (n - 1) * s + k)
+            self.phase_len.append(-(-needed // s))
+        self.phase_len = tuple(self.phase_len)
+        self._placement = {}
+        for phase in itertools.product(*(range(s) for s in self.stride)):
+            inside, image = [], []
+            for r, size, s, p in zip(phase, self.spatial, self.stride, self.pad):
+                first = max(0, -(-(p - r) // s))  # first phase index inside the image
+                q0 = r + first * s - p
+                count = len(range(q0, size, s))
+                inside.append(slice(first, first + count))
+                image.append(slice(q0, q0 + s * (count - 1) + 1 if count else q0, s))
+            self._placement[phase] = (tuple(inside), tuple(image))
+        # No phase split and no padding needed: the image itself serves.
+        self.identity = (all(s == 1 for s in self.stride) and not any(self.pad)
+                         and self.phase_len == self.spatial)
+
+    @property
+    def num_offsets(self):
+        return math.prod(self.kernel)
+
+    def split(self, x, fill):
+        """Phase arrays of `x` (num, channels, *spatial); cells outside the image hold `fill`."""
+        if self.identity:
+            return {(0,) * len(self.spatial): x}
+        xp = get_array_module(x)
+        phases = {}
+        for phase, (inside, image) in self._placement.items():
+            array = xp.full(x.shape[:2] + self.phase_len, fill, dtype=x.dtype)
+            array[(Ellipsis,) + inside] = x[(Ellipsis,) + image]
+            phases[phase] = array
+        return phases
+
+    def zeros(self, xp, lead, dtype):
+        """Zeroed phase arrays, to accumulate gradients into."""
+        return {phase: xp.zeros(tuple(lead) + self.phase_len, dtype=dtype) for phase in self._placement}
+
+    def merge(self, phases, out):
+        """Write the image part of `phases` into `out` (num, channels, *spatial)."""
+        for phase, (inside, image) in self._placement.items():
+            out[(Ellipsis,) + image] = phases[phase][(Ellipsis,) + inside]
+
+    def at(self, phases, offset):
+        """The inputs at kernel offset `offset` of every window: shape (num, channels, *out)."""
+        phase = tuple(o % s for o, s in zip(offset, self.stride))
+        start = tuple(o // s for o, s in zip(offset, self.stride))
+        return phases[phase][(Ellipsis,) + tuple(slice(b, b + n) for b, n in zip(start, self.out_shape))]
+
+    def offsets(self):
+        return kernel_offsets(self.kernel)
+
+    def window_starts(self, axis):
+        """Image coordinate where each window starts along spatial `axis` (may be negative)."""
+        return [o * self.stride[axis] - self.pad[axis] for o in range(self.out_shape[axis])]

@@ -1,0 +1,269 @@
+"""Convolution and Deconvolution, over one shared base as in Caffe.
+
+Caffe runs im2col and one GEMM per image and group. Here the columns of a
+whole batch (or of a large chunk of it) are laid out as (K, num * out_spatial)
+per group, so each pass is one batched matrix product over the groups:
+`W (G, Og, Kg) @ cols (G, Kg, num*P)`. The same four steps serve both layers;
+Deconvolution is Convolution with forward and backward-data swapped, which is
+why its weights are shaped (channels, num_output / group, *kernel).
+
+`force_nd_im2col` and `engine` select implementations in Caffe, not results;
+they are accepted and have no effect here.
+"""
+
+import math
+
+from ..backend import get_array_module
+from ..fillers import fill
+from ..geometry import GeometryError, conv_output_size, conv_spatial_params, deconv_output_size
+from ..im2col import col2im, im2col
+from .base import Layer, register_layer
+
+# Largest column buffer, in elements, built in one piece; bigger batches go in chunks.
+COLUMN_BUFFER_LIMIT = 1 << 25
+
+
+def _shape_string(shape):
+    return " ".join(str(d) for d in shape) + f" ({math.prod(shape)})"
+
+
+def _batched_product(a, b):
+    """a @ b over stacked matrices; an outer product (inner size 1) is a broadcast multiply."""
+    if a.shape[-1] == 1:
+        return a * b
+    return get_array_module(a).matmul(a, b)
+
+
+class BaseConvolutionLayer(Layer):
+    """Parameters, blob shapes and the column arithmetic shared by both layers."""
+
+    min_bottom_blobs = 1
+    min_top_blobs = 1
+    equal_num_bottom_top_blobs = True
+    reverse_dimensions = False  # True for Deconvolution
+
+    # -- set-up -----------------------------------------------------------------------
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        try:
+            self.channel_axis = bottom[0].canonical_axis(p.axis)
+        except IndexError as exc:
+            raise self.error(str(exc)) from None
+        self.num_spatial_axes = bottom[0].num_axes - self.channel_axis - 1
+        self.check(self.num_spatial_axes >= 1,
+                   f"needs at least one spatial axis after the channel axis {self.channel_axis} "
+                   f"(bottom shape {bottom[0].shape})")
+        try:
+            self.kernel, self.stride, self.pad, self.dilation = conv_spatial_params(p, self.num_spatial_axes)
+        except GeometryError as exc:
+            raise self.error(str(exc)) from None
+        self.channels = bottom[0].shape[self.channel_axis]
+        self.check(p.num_output > 0, "convolution_param.num_output must be positive")
+        self.num_output = p.num_output
+        self.group = p.group
+        self.check(self.group > 0, "convolution_param.group must be positive")
+        self.check(self.channels % self.group == 0,
+                   f"channels ({self.channels}) must be a multiple of group ({self.group})")
+        self.check(self.num_output % self.group == 0,
+                   f"Number of output should be multiples of group (num_output {self.num_output}, "
+                   f"group {self.group}).")
+        if self.reverse_dimensions:
+            self.conv_out_channels, self.conv_in_channels = self.channels, self.num_output
+        else:
+            self.conv_out_channels, self.conv_in_channels = self.num_output, self.channels
+        weight_shape = (self.conv_out_channels, self.conv_in_channels // self.group) + self.kernel
+        self.bias_term = p.bias_term
+        bias_shape = (self.num_output,)
+        if len(self.blobs):
+            self.check(len(self.blobs) == 1 + self.bias_term, "Incorrect number of weight blobs.")
+            self.check(self.blobs[0].shape == weight_shape,
+                       f"Incorrect weight shape: expected shape {_shape_string(weight_shape)}; "
+                       f"instead, shape was {_shape_string(self.blobs[0].shape)}")
+            self.check(not self.bias_term or self.blobs[1].shape == bias_shape,
+                       f"Incorrect bias shape: expected shape {_shape_string(bias_shape)}; "
+                       f"instead, shape was {_shape_string(self.blobs[1].shape)}")
+        else:
+            fill(self.blobs.add_blob(*weight_shape).data, p.weight_filler)
+            if self.bias_term:
+                fill(self.blobs.add_blob(*bias_shape).data, p.bias_filler)
+        # Per group: Og output rows, Kg = (input channels / group) * kernel size columns.
+        self.kernel_dim = (self.conv_in_channels // self.group) * math.prod(self.kernel)
+        self._cache = None
+
+    def compute_output_shape(self, spatial):
+        raise NotImplementedError
+
+    def reshape(self, bottom, top):
+        first_spatial = self.channel_axis + 1
+        self.check(bottom[0].num_axes == first_spatial + self.num_spatial_axes,
+                   f"bottom num_axes may not change (was {first_spatial + self.num_spatial_axes}, "
+                   f"now {bottom[0].num_axes})")
+        self.check(bottom[0].shape[self.channel_axis] == self.channels,
+                   f"Input size incompatible with convolution kernel: bottom has "
+                   f"{bottom[0].shape[self.channel_axis]} channels, the layer was set up for {self.channels}")
+        for index, blob in enumerate(bottom[1:], 1):
+            self.check(blob.shape == bottom[0].shape,
+                       f"All inputs must have the same shape (bottom 0 {bottom[0].shape}, "
+                       f"bottom {index} {blob.shape})")
+        in_spatial = bottom[0].shape[first_spatial:]
+        try:
+            out_spatial = tuple(self.compute_output_shape(in_spatial))
+        except GeometryError as exc:
+            raise self.error(f"bottom shape {bottom[0].shape}: {exc}") from None
+        self.num = bottom[0].count_range(0, self.channel_axis)
+        top_shape = bottom[0].shape[:self.channel_axis] + (self.num_output,) + out_spatial
+        for blob in top:
+            blob.reshape(top_shape)
+        # The image im2col reads (conv input) and the grid it produces (conv output).
+        if self.reverse_dimensions:
+            self.image_spatial, self.col_spatial = out_spatial, tuple(in_spatial)
+        else:
+            self.image_spatial, self.col_spatial = tuple(in_spatial), out_spatial
+        self._cache = None
+
+    # -- the column arithmetic, on (n, channels, *spatial) arrays ------------------------
+    def _weights(self):
+        w = self.blobs[0].data
+        return w.reshape(self.group, self.conv_out_channels // self.group, self.kernel_dim)
+
+    def _chunks(self):
+        """Batch slices whose columns stay under COLUMN_BUFFER_LIMIT elements."""
+        per_item = self.kernel_dim * self.group * math.prod(self.col_spatial)
+        step = max(1, COLUMN_BUFFER_LIMIT // max(per_item, 1))
+        return [slice(start, min(start + step, self.num)) for start in range(0, self.num, step)]
+
+    def _image_to_cols(self, image):
+        """im2col of a conv-input chunk: (G, Kg, n * P), in the layer's reused buffer."""
+        xp = get_array_module(image)
+        self._cache = None  # the buffer is about to hold other columns
+        size = self.kernel_dim * self.group * image.shape[0] * math.prod(self.col_spatial)
+        buffer = getattr(self, "_col_buffer", None)
+        if buffer is None or buffer.size < size or buffer.dtype != image.dtype or \
+                get_array_module(buffer) is not xp:
+            buffer = self._col_buffer = xp.empty(size, dtype=image.dtype)
+        cols = im2col(image, self.kernel, self.pad, self.stride, self.dilation,
+                      batch_first=False, out=buffer[:size])
+        return cols.reshape(self.group, self.kernel_dim, -1)
+
+    def _outputs_to_rows(self, outputs):
+        """A conv-output chunk (n, conv_out, *P) as rows (G, Og, n * P)."""
+        xp = get_array_module(outputs)
+        n = outputs.shape[0]
+        rows = xp.ascontiguousarray(outputs.reshape(n, self.conv_out_channels, -1).swapaxes(0, 1))
+        return rows.reshape(self.group, self.conv_out_channels // self.group, -1)
+
+    def _rows_to_outputs(self, rows, out, bias=None):
+        """Write rows (G, Og, n * P) into the conv-output chunk `out` (n, conv_out, *P)."""
+        n = out.shape[0]
+        values = rows.reshape(self.conv_out_channels, n, -1).swapaxes(0, 1)
+        target = out.reshape(n, self.conv_out_channels, -1)
+        if bias is None:
+            target[...] = values
+        else:
+            get_array_module(out).add(values, bias.reshape(1, -1, 1), out=target)
+
+    def _rows_to_image(self, rows, out, bias=None):
+        """Backward-data GEMM and col2im: rows (G, Og, n * P) into `out` (n, conv_in, *image)."""
+        cols = _batched_product(self._weights().swapaxes(1, 2), rows)
+        shape = out.shape[:2] + self.image_spatial
+        image = col2im(cols, shape, self.kernel, self.pad, self.stride, self.dilation, batch_first=False)
+        if bias is None:
+            out[...] = image
+        else:
+            get_array_module(out).add(image, bias.reshape((1, -1) + (1,) * self.num_spatial_axes), out=out)
+
+    def _accumulate_weight_diff(self, rows, cols):
+        diff = self.blobs[0].diff.reshape(self.group, self.conv_out_channels // self.group, self.kernel_dim)
+        diff += get_array_module(rows).matmul(rows, cols.swapaxes(1, 2))
+
+    def _accumulate_bias_diff(self, top_diff):
+        xp = get_array_module(top_diff)
+        spatial = top_diff.reshape(top_diff.shape[0], self.num_output, -1)
+        self.blobs[1].diff[...] += xp.sum(spatial, axis=(0, 2))
+
+    def _as_batch(self, array, channels, spatial):
+        return array.reshape((self.num, channels) + tuple(spatial))
+
+
+@register_layer
+class ConvolutionLayer(BaseConvolutionLayer):
+    type = "Convolution"
+
+    def compute_output_shape(self, spatial):
+        return [conv_output_size(size, k, p, s, d)
+                for size, k, p, s, d in zip(spatial, self.kernel, self.pad, self.stride, self.dilation)]
+
+    def forward(self, bottom, top):
+        weights = self._weights()
+        bias = self.blobs[1].data if self.bias_term else None
+        chunks = self._chunks()
+        self._cache = None
+        for index, (b, t) in enumerate(zip(bottom, top)):
+            x = self._as_batch(b.data, self.channels, self.image_spatial)
+            y = self._as_batch(t.data, self.num_output, self.col_spatial)
+            for part in chunks:
+                cols = self._image_to_cols(x[part])
+                self._rows_to_outputs(_batched_product(weights, cols), y[part], bias)
+            # Backward reuses the columns when the whole batch fit in one buffer.
+            self._cache = (index, cols) if len(chunks) == 1 else None
+
+    def backward(self, top, propagate_down, bottom):
+        want_weights = self.param_propagate_down[0]
+        if self.bias_term and self.param_propagate_down[1]:
+            for t in top:
+                self._accumulate_bias_diff(t.diff)
+        chunks = self._chunks()
+        for index, (t, b) in enumerate(zip(top, bottom)):
+            if not (want_weights or propagate_down[index]):
+                continue
+            dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
+            x = self._as_batch(b.data, self.channels, self.image_spatial)
+            dx = self._as_batch(b.diff, self.channels, self.image_spatial)
+            for part in chunks:
+                rows = self._outputs_to_rows(dy[part])
+                if want_weights:
+                    cached = self._cache is not None and self._cache[0] == index and len(chunks) == 1
+                    cols = self._cache[1] if cached else self._image_to_cols(x[part])
+                    self._accumulate_weight_diff(rows, cols)
+                if propagate_down[index]:
+                    self._rows_to_image(rows, dx[part])
+        self._cache = None
+
+
+@register_layer
+class DeconvolutionLayer(BaseConvolutionLayer):
+    """The transpose of Convolution: its forward is Convolution's backward-data."""
+
+    type = "Deconvolution"
+    reverse_dimensions = True
+
+    def compute_output_shape(self, spatial):
+        return [deconv_output_size(size, k, p, s, d)
+                for size, k, p, s, d in zip(spatial, self.kernel, self.pad, self.stride, self.dilation)]
+
+    def forward(self, bottom, top):
+        bias = self.blobs[1].data if self.bias_term else None
+        for b, t in zip(bottom, top):
+            x = self._as_batch(b.data, self.channels, self.col_spatial)
+            y = self._as_batch(t.data, self.num_output, self.image_spatial)
+            for part in self._chunks():
+                self._rows_to_image(self._outputs_to_rows(x[part]), y[part], bias)
+
+    def backward(self, top, propagate_down, bottom):
+        want_weights = self.param_propagate_down[0]
+        if self.bias_term and self.param_propagate_down[1]:
+            for t in top:
+                self._accumulate_bias_diff(t.diff)
+        weights = self._weights()
+        for index, (t, b) in enumerate(zip(top, bottom)):
+            if not (want_weights or propagate_down[index]):
+                continue
+            dy = self._as_batch(t.diff, self.num_output, self.image_spatial)
+            x = self._as_batch(b.data, self.channels, self.col_spatial)
+            dx = self._as_batch(b.diff, self.channels, self.col_spatial)
+            for part in self._chunks():
+                cols = self._image_to_cols(dy[part])
+                if want_weights:
+                    self._accumulate_weight_diff(self._outputs_to_rows(x[part]), cols)
+                if propagate_down[index]:
+                    self._rows_to_outputs(_batched_product(weights, cols), dx[part])

@@ -1,0 +1,114 @@
+"""Data: batches of Datum records from an LMDB or LevelDB database.
+
+As Caffe's DataLayer: records are read in key order and the reading wraps
+around at the end; the first record shapes the data top at set-up (and the
+first record of each batch shapes that batch); each record is decoded and
+transformed by transform_param; the label top, when present, is
+(batch_size,) and holds each record's label. A background thread keeps
+data_param.prefetch batches ready.
+"""
+
+import logging
+
+import numpy as np
+
+from .. import backend
+from ..data.datum import datum_to_array, parse_datum
+from ..data.db import open_db
+from ..data.prefetch import Prefetcher
+from ..data.transform import DataTransformer
+from .base import Layer, register_layer
+
+log = logging.getLogger("engine")
+
+
+class PrefetchingDataLayer(Layer):
+    """Base of data layers whose batches a background thread prepares.
+
+    Subclasses implement `load_batch()` -> (data, labels or None) as NumPy
+    arrays; `forward` copies the next one into the tops.
+    """
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+    max_top_blobs = 2
+    prefetcher = None
+
+    def start_prefetch(self, count):
+        self.prefetcher = Prefetcher(self.load_batch, count, name=f"prefetch '{self.name}'")
+
+    def reshape(self, bottom, top):
+        """Each batch reshapes the data top in forward, as Caffe's prefetching layers."""
+
+    def forward(self, bottom, top):
+        data, labels = self.prefetcher.get()
+        top[0].reshape(data.shape)
+        top[0].data[...] = backend.to_device(data, top[0].xp)
+        if len(top) > 1:
+            top[1].reshape(labels.shape)
+            top[1].data[...] = backend.to_device(labels, top[1].xp)
+
+    def stop(self):
+        """End the prefetch thread (also done when the layer is collected)."""
+        if self.prefetcher is not None:
+            self.prefetcher.stop()
+
+    def __del__(self):
+        self.stop()
+
+
+@register_layer
+class DataLayer(PrefetchingDataLayer):
+    type = "Data"
+
+    def setup(self, bottom, top):
+        p = self.param.data_param
+        self.check(p.HasField("source") and bool(p.source), "data_param.source is required")
+        self.check(p.batch_size > 0, "data_param.batch_size must be positive")
+        self.batch_size = int(p.batch_size)
+        self.source = p.source
+        self.transformer = DataTransformer(self.param.transform_param, self.phase,
+                                           where=f"layer '{self.name}' (Data)")
+        self.db = open_db(p.source, p.backend)
+        self.cursor = self.db.cursor()
+        if p.rand_skip:
+            skip = int(backend.rng().integers(p.rand_skip))
+            log.info("Skipping first %d data points.", skip)
+            for _ in range(skip):
+                self.cursor.next()
+        first, _ = self._decode(self.cursor.key, self.cursor.value)
+        shape = self.transformer.output_shape(first.shape)
+        top[0].reshape((self.batch_size,) + shape)
+        log.info("output data size: %s", ",".join(map(str, (self.batch_size,) + shape)))
+        if len(top) > 1:
+            top[1].reshape((self.batch_size,))
+        self.start_prefetch(p.prefetch)
+
+    def _where(self, key):
+        return f"{self.source} (key {key.decode(errors='replace')})"
+
+    def _decode(self, key, value):
+        """(C, H, W) pixels and label of one record."""
+        datum = parse_datum(value, self._where(key))
+        tp = self.param.transform_param
+        return datum_to_array(datum, tp.force_color, tp.force_gray, self._where(key)), datum.label
+
+    def load_batch(self):
+        records = self.cursor.read(self.batch_size)
+        decoded = [self._decode(key, value) for key, value in records]
+        images = [image for image, _ in decoded]
+        labels = np.asarray([label for _, label in decoded], dtype=np.float32)
+        sources = [self._where(key) for key, _ in records]
+        data = self.transformer.transform(images, sources=sources)
+        return data, labels
+
+    def stop(self):
+        super().stop()
+        cursor = getattr(self, "cursor", None)
+        if cursor is not None and (self.prefetcher is None or not self.prefetcher.running):
+            cursor.close()
+            self.db.close()
+            self.cursor = None
+
+
+__all__ = ["DataLayer", "PrefetchingDataLayer"]

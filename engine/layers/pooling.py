@@ -1,0 +1,214 @@
+"""Pooling: MAX (with Caffe's optional argmax top), AVE and STOCHASTIC.
+
+Windows are visited kernel offset by kernel offset over a stride-phase split
+of the padded bottom (engine.im2col.OffsetWindows), so every step is one
+unit-stride, whole-batch array operation. Caffe's numbers, not the textbook's:
+- output sizes ceil by default and drop a last window that starts in the padding;
+- MAX takes the first maximum in row-major window order (values above -FLT_MAX
+  only, so a window with no such value gives -FLT_MAX and index -1), and the
+  optional second top holds that input's flat index h * W + w, as a float;
+- AVE divides by the window clipped to the padded bottom, [-pad, size + pad),
+  padding counted, not by the number of valid inputs;
+- STOCHASTIC (Caffe has it on the GPU only) samples an input with probability
+  proportional to its value in TRAIN, and takes sum(x^2) / (FLT_MIN + sum(x))
+  in TEST. Caffe's backward in TEST reuses whatever the last TRAIN pass drew;
+  here it is the exact gradient of the TEST formula.
+Windows never straddle both sides of the image, so an empty window can only
+occur with kernel < stride and no padding; AVE gives 0 there, where Caffe
+divides by a non-positive size.
+"""
+
+import numpy as np
+
+from .. import backend, caffe_pb2
+from ..backend import get_array_module
+from ..geometry import GeometryError, pool_output_size, pool_spatial_params, pool_window_sizes
+from ..im2col import OffsetWindows, pad_spatial, window_view
+from .base import Layer, register_layer
+
+MAX = caffe_pb2.PoolingParameter.MAX
+AVE = caffe_pb2.PoolingParameter.AVE
+STOCHASTIC = caffe_pb2.PoolingParameter.STOCHASTIC
+CEIL = caffe_pb2.PoolingParameter.CEIL
+FLT_MAX = float(np.finfo(np.float32).max)
+FLT_MIN = float(np.finfo(np.float32).tiny)
+# Up to this many offsets per window, MAX finds its argmax offset by offset.
+LOOP_OFFSETS = 64
+
+
+def _first_set_bit(bits):
+    """Index of the lowest set bit of each element, -1 where none is set."""
+    xp = get_array_module(bits)
+    lowest = bits & (~bits + bits.dtype.type(1))
+    _, exponent = xp.frexp(lowest.astype(np.float32))
+    return exponent.astype(np.int32) - 1
+
+
+def _bit_dtype(count):
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if count <= np.dtype(dtype).itemsize * 8:
+            return dtype
+    raise ValueError(f"{count} offsets do not fit a bit mask")
+
+
+@register_layer
+class PoolingLayer(Layer):
+    type = "Pooling"
+    exact_num_bottom_blobs = 1
+    min_top_blobs = 1
+
+    @property
+    def max_top_blobs(self):
+        return 2 if self.param.pooling_param.pool == MAX else 1
+
+    def setup(self, bottom, top):
+        p = self.param.pooling_param
+        self.method = p.pool
+        self.check(self.method in (MAX, AVE, STOCHASTIC), f"Unknown pooling method {self.method}.")
+        try:
+            self.kernel_param, self.stride, self.pad = pool_spatial_params(p)
+        except GeometryError as exc:
+            raise self.error(str(exc)) from None
+        self.global_pooling = p.global_pooling
+        self.ceil_mode = p.round_mode == CEIL
+        if any(self.pad):
+            self.check(self.method in (MAX, AVE), "Padding implemented only for average and max pooling.")
+        self._argmax = None
+
+    def reshape(self, bottom, top):
+        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to "
+                   f"(num, channels, height, width); bottom shape is {bottom[0].shape}")
+        spatial = bottom[0].shape[2:]
+        self.kernel = tuple(spatial) if self.global_pooling else self.kernel_param
+        for k, p, axis in zip(self.kernel, self.pad, "hw"):
+            self.check(p < k, f"pad_{axis} ({p}) must be smaller than kernel_{axis} ({k})")
+        clip = any(self.pad)
+        try:
+            out = tuple(pool_output_size(size, k, p, s, self.ceil_mode, clip)
+                        for size, k, p, s in zip(spatial, self.kernel, self.pad, self.stride))
+        except GeometryError as exc:
+            raise self.error(f"bottom shape {bottom[0].shape}: {exc}") from None
+        self.out_shape = out
+        self.windows = OffsetWindows(spatial, self.kernel, self.stride, self.pad, out)
+        top[0].reshape(bottom[0].shape[:2] + out)
+        if len(top) > 1:
+            top[1].reshape(top[0].shape)
+
+    # -- forward ------------------------------------------------------------------------
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        if self.method == MAX:
+            values, self._argmax = self._max(x)
+            top[0].data[...] = values
+            if len(top) > 1:
+                top[1].data[...] = self._flat_index(self._argmax, x.shape[3])
+        elif self.method == AVE:
+            top[0].data[...] = self._sum(x) / self._divisor(x)
+        elif self.phase == caffe_pb2.TRAIN:
+            top[0].data[...], self._argmax = self._sample(x)
+        else:
+            top[0].data[...] = self._weighted_average(x)[0]
+
+    def _max(self, x):
+        xp = get_array_module(x)
+        windows = self.windows
+        if windows.num_offsets <= LOOP_OFFSETS:
+            phases = windows.split(x, -np.inf)
+            slices = [windows.at(phases, offset) for offset in windows.offsets()]
+            best = slices[0].copy()
+            for view in slices[1:]:
+                xp.fmax(best, view, out=best)  # fmax: a NaN input never wins, as in Caffe
+            dtype = _bit_dtype(len(slices))
+            bits = xp.zeros(best.shape, dtype=dtype)
+            for index, view in enumerate(slices):
+                bits |= (view == best).astype(dtype) << dtype(index)
+            argmax = _first_set_bit(bits)
+        else:
+            after = [(n - 1) * s + k - p - size for n, s, k, p, size
+                     in zip(self.out_shape, self.stride, self.kernel, self.pad, x.shape[2:])]
+            padded = pad_spatial(x, self.pad, [max(0, a) for a in after], -np.inf)
+            view = window_view(padded, self.kernel, self.stride, (1, 1), self.out_shape)
+            flat = view.reshape(x.shape[:2] + (windows.num_offsets,) + self.out_shape)
+            argmax = xp.argmax(flat, axis=2).astype(np.int32)
+            best = xp.take_along_axis(flat, argmax[:, :, None], axis=2)[:, :, 0]
+        valid = best > -FLT_MAX
+        best = xp.where(valid, best, x.dtype.type(-FLT_MAX))
+        argmax = xp.where(valid, argmax, -1)
+        return best, argmax
+
+    def _flat_index(self, argmax, width):
+        """Caffe's mask: the chosen input's index h * W + w within its channel (-1: none)."""
+        xp = get_array_module(argmax)
+        kw = self.kernel[1]
+        rows = xp.asarray(self.windows.window_starts(0), dtype=np.int64).reshape(-1, 1)
+        cols = xp.asarray(self.windows.window_starts(1), dtype=np.int64).reshape(1, -1)
+        index = (rows + argmax // kw) * width + cols + argmax % kw
+        return xp.where(argmax >= 0, index, -1)
+
+    def _sum(self, x):
+        xp = get_array_module(x)
+        phases = self.windows.split(x, 0)
+        total = None
+        for offset in self.windows.offsets():
+            view = self.windows.at(phases, offset)
+            if total is None:
+                total = view.copy()
+            else:
+                total += view
+        return total if total is not None else xp.zeros(x.shape[:2] + self.out_shape, x.dtype)
+
+    def _divisor(self, x):
+        xp = get_array_module(x)
+        h = pool_window_sizes(x.shape[2], self.kernel[0], self.pad[0], self.stride[0], self.out_shape[0])
+        w = pool_window_sizes(x.shape[3], self.kernel[1], self.pad[1], self.stride[1], self.out_shape[1])
+        sizes = np.outer(np.maximum(h, 1), np.maximum(w, 1))  # empty windows sum to 0 anyway
+        return xp.asarray(sizes, dtype=x.dtype)
+
+    def _sample(self, x):
+        """STOCHASTIC, TRAIN: pick the first input whose running sum reaches u * window sum."""
+        xp = get_array_module(x)
+        phases = self.windows.split(x, 0)
+        slices = [self.windows.at(phases, offset) for offset in self.windows.offsets()]
+        total = sum(slices[1:], slices[0].copy())
+        draw = backend.random_module(xp).random(total.shape)
+        threshold = xp.asarray(draw, dtype=x.dtype) * total
+        running = xp.zeros_like(total)
+        chosen = xp.full(total.shape, -1, dtype=np.int32)
+        values = xp.zeros_like(total)
+        for index, view in enumerate(slices):
+            running += view
+            hit = (running >= threshold) & (chosen < 0)
+            values = xp.where(hit, view, values)
+            chosen = xp.where(hit, index, chosen)
+        return values, chosen
+
+    def _weighted_average(self, x):
+        """STOCHASTIC, TEST: sum(x^2) / (FLT_MIN + sum(x)) over each window."""
+        phases = self.windows.split(x, 0)
+        slices = [self.windows.at(phases, offset) for offset in self.windows.offsets()]
+        total = sum(slices[1:], slices[0].copy()) + x.dtype.type(FLT_MIN)
+        squares = sum((view * view for view in slices[1:]), slices[0] * slices[0])
+        return squares / total, total, slices
+
+    # -- backward -----------------------------------------------------------------------
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        xp = get_array_module(top[0].diff)
+        dy = top[0].diff
+        windows = self.windows
+        grads = windows.zeros(xp, dy.shape[:2], dy.dtype)
+        if self.method == AVE:
+            share = dy / self._divisor(bottom[0].data)
+            for offset in windows.offsets():
+                windows.at(grads, offset)[...] += share
+        elif self.method == MAX or self.phase == caffe_pb2.TRAIN:
+            self.check(self._argmax is not None, "backward called before forward")
+            for index, offset in enumerate(windows.offsets()):
+                windows.at(grads, offset)[...] += (self._argmax == index) * dy
+        else:
+            average, total, slices = self._weighted_average(bottom[0].data)
+            scale = dy / total
+            for offset, view in zip(windows.offsets(), slices):
+                windows.at(grads, offset)[...] += (2 * view - average) * scale
+        windows.merge(grads, bottom[0].diff)

@@ -1,0 +1,130 @@
+"""Caffe's SGDSolver: the update pipeline every rule shares, and momentum SGD.
+
+ApplyUpdate = learning rate → ClipGradients (global L2 norm, before anything
+else) → per parameter: Normalize (1/iter_size) → Regularize (L2 or L1 decay,
+times decay_mult) → ComputeUpdateValue (the rule; times lr_mult) → Net::Update
+(data -= diff). The other rules override only `compute_update_value`.
+
+History is one array per learnable parameter (`history_per_param` of them for
+rules that keep two moments), in Caffe's order, so state files interchange.
+"""
+
+import logging
+
+import numpy as np
+
+from .. import backend
+from ..errors import SolverError
+from ..log import at
+from . import lr_policy
+from .base import Solver, _g
+
+log = logging.getLogger("engine.solver")
+
+
+class SGDSolver(Solver):
+    type = "SGD"
+    history_per_param = 1
+
+    def check_param(self):
+        p = self.param
+        if p.weight_decay and p.regularization_type not in ("L1", "L2"):
+            raise SolverError(f"Unknown regularization type: {p.regularization_type} (use L2 or L1)")
+
+    def presolve(self):
+        params = self.net.learnable_params
+        self.history = [backend.get_array_module(b.data).zeros_like(b.data)
+                        for _ in range(self.history_per_param) for b in params]
+
+    def moment(self, which, param_id):
+        """History array `which` (0 or 1) of parameter `param_id`, in Caffe's layout."""
+        return self.history[which * len(self.net.learnable_params) + param_id]
+
+    # -- ApplyUpdate ---------------------------------------------------------------------
+    def get_learning_rate(self):
+        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        return rate
+
+    def apply_update(self):
+        rate = self.get_learning_rate()
+        if self.param.display and self.iter % self.param.display == 0:
+            log.info("Iteration %d, lr = %s", self.iter, _g(rate), extra=at("sgd_solver.cpp:112"))
+        self.clip_gradients()
+        for param_id in range(len(self.net.learnable_params)):
+            self.normalize(param_id)
+            self.regularize(param_id)
+            self.compute_update_value(param_id, rate)
+        if self.net.debug_info:
+            self._update_debug_info()
+        self.net.update()
+
+    def clip_gradients(self):
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        params = self.net.learnable_params
+        sumsq = np.float32(0)
+        for blob in params:
+            xp = backend.get_array_module(blob.diff)
+            sumsq += np.float32(float(xp.vdot(blob.diff.ravel(), blob.diff.ravel())))
+        norm = np.sqrt(sumsq)
+        if norm > clip:
+            scale = np.float32(clip) / norm
+            log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
+                     _g(norm), _g(clip), _g(scale), extra=at("sgd_solver.cpp:99"))
+            for blob in params:
+                blob.diff[...] *= scale
+
+    def normalize(self, param_id):
+        if self.param.iter_size == 1:
+            return
+        self.net.learnable_params[param_id].diff[...] *= np.float32(1.0 / self.param.iter_size)
+
+    def regularize(self, param_id):
+        blob = self.net.learnable_params[param_id]
+        local_decay = np.float32(self.param.weight_decay) * np.float32(self.net.params_weight_decay[param_id])
+        if not local_decay:
+            return
+        if self.param.regularization_type == "L2":
+            blob.diff[...] += blob.data * local_decay
+        elif self.param.regularization_type == "L1":
+            xp = backend.get_array_module(blob.data)
+            blob.diff[...] += xp.sign(blob.data) * local_decay
+        else:
+            raise SolverError(f"Unknown regularization type: {self.param.regularization_type}")
+
+    def local_rate(self, param_id, rate):
+        return np.float32(rate) * np.float32(self.net.params_lr[param_id])
+
+    def compute_update_value(self, param_id, rate):
+        """Momentum SGD: history = lr * diff + momentum * history; the update is the history."""
+        blob = self.net.learnable_params[param_id]
+        history = self.moment(0, param_id)
+        history *= np.float32(self.param.momentum)
+        history += blob.diff * self.local_rate(param_id, rate)
+        blob.diff[...] = history
+
+    def _update_debug_info(self):
+        """Caffe's [Update] lines: mean |data| and |diff| of each parameter about to be updated."""
+        net = self.net
+        names = getattr(net, "_param_display_names", None)
+        owners = getattr(net, "_param_owners", None)
+        layer_of = getattr(net, "_param_layer_indices", None)
+        params = getattr(net, "_params", None)
+        if names is None or owners is None or layer_of is None or params is None:
+            return
+        layer_names = list(net.layer_dict)
+        for param_id, blob in enumerate(params):
+            xp = backend.get_array_module(blob.diff)
+            count = max(blob.count, 1)
+            diff = float(xp.abs(blob.diff).sum()) / count
+            layer = layer_names[layer_of[param_id][0]]
+            if owners[param_id] < 0:
+                data = float(xp.abs(blob.data).sum()) / count
+                log.info("    [Update] Layer %s, param %s data: %s; diff: %s", layer, names[param_id], _g(data),
+                         _g(diff), extra=at("net.cpp:636"))
+            else:
+                owner = owners[param_id]
+                log.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) diff: %s", layer,
+                         names[param_id], layer_names[layer_of[owner][0]], names[owner], _g(diff),
+                         extra=at("net.cpp:645"))

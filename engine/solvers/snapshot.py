@@ -1,0 +1,119 @@
+"""Snapshot and restore for the solver (Caffe's Solver::Snapshot / Restore and
+SGDSolver's state files).
+
+A snapshot is two files named `<prefix>_iter_<N>`: the learned net
+(`.caffemodel` or `.caffemodel.h5`) and the solver state (`.solverstate` or
+`.solverstate.h5`) that names it. Restoring checks the whole state against the
+net before changing anything, so a snapshot of another net is refused with one
+message and the solver (and every file) is left as it was.
+"""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend, caffe_pb2, formats
+from ..errors import SolverError
+from ..log import at
+from . import state as statefile
+
+log = logging.getLogger("engine.solver")
+
+HDF5 = caffe_pb2.SolverParameter.HDF5
+BINARYPROTO = caffe_pb2.SolverParameter.BINARYPROTO
+
+
+class SnapshotMixin:
+    history = ()
+
+    def snapshot_filename(self, extension):
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def check_snapshot_write_permissions(self, probe=True):
+        """Caffe's CheckSnapshotWritePermissions: fail now rather than after hours of training."""
+        if not probe:
+            return
+        prefix = self.param.snapshot_prefix
+        folder = Path(self.snapshot_filename(".tempfile")).parent
+        try:
+            fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
+            os.close(fd)
+            os.unlink(name)
+        except OSError:
+            raise SolverError(f"Cannot write to snapshot prefix '{prefix}'.  Make sure that the directory "
+                              "exists and is writeable.") from None
+
+    def snapshot(self):
+        """Write the learned net, then the solver state; returns (model path, state path)."""
+        hdf5 = self.param.snapshot_format == HDF5
+        if self.param.snapshot_format not in (HDF5, BINARYPROTO):
+            raise SolverError("Unsupported snapshot format.")
+        if hdf5:
+            model = self.snapshot_filename(".caffemodel.h5")
+            log.info("Snapshotting to HDF5 file %s", model, extra=at("solver.cpp:472"))
+            self.net.save_hdf5(model, write_diff=self.param.snapshot_diff)
+            state = self.snapshot_filename(".solverstate.h5")
+            log.info("Snapshotting solver state to HDF5 file %s", state, extra=at("sgd_solver.cpp:292"))
+        else:
+            model = self.snapshot_filename(".caffemodel")
+            log.info("Snapshotting to binary proto file %s", model, extra=at("solver.cpp:464"))
+            self.net.save(model, write_diff=self.param.snapshot_diff)
+            state = self.snapshot_filename(".solverstate")
+            log.info("Snapshotting solver state to binary proto file %s", state, extra=at("sgd_solver.cpp:284"))
+        data = statefile.SolverStateData(self.iter, model, self.current_step,
+                                         [backend.to_host(h) for h in self.history])
+        statefile.write(state, data, hdf5=hdf5)
+        return model, state
+
+    def restore(self, path):
+        """Caffe's Restore: a `.h5` name is an HDF5 state, anything else a binary one."""
+        data = statefile.read(path)
+        if len(data.history) != len(self.history):
+            raise SolverError(
+                f"cannot restore {path}: it holds {len(data.history)} history blobs but this {self.type} solver "
+                f"needs {len(self.history)} for net '{self.net.name}' (Incorrect length of history blobs; "
+                "a snapshot of a different net or solver type?)")
+        for index, (saved, mine) in enumerate(zip(data.history, self.history)):
+            if saved.size != mine.size:
+                raise SolverError(f"cannot restore {path}: history blob {index} has shape {tuple(saved.shape)}, "
+                                  f"but the parameter it belongs to has shape {tuple(mine.shape)} "
+                                  f"(a snapshot of a different net?)")
+        weights = None
+        if data.learned_net:
+            weights = statefile.resolve_learned_net(path, data.learned_net)
+            self._check_weights_fit(weights, path)
+            self.net.copy_from(str(weights))
+        self.iter = data.iter
+        self.current_step = data.current_step
+        log.info("SGDSolver: restoring history", extra=at("sgd_solver.cpp:343"))
+        for saved, mine in zip(data.history, self.history):
+            xp = backend.get_array_module(mine)
+            mine[...] = xp.asarray(saved.reshape(mine.shape), dtype=mine.dtype)
+
+    def _check_weights_fit(self, weights, state_path):
+        """Refuse, before copying anything, learned weights that are not this net's."""
+        stored = formats.read_weights(weights)
+        mine = {name: blobs for name, blobs in self.net.params.items()}
+        shared = [name for name in stored if name in mine]
+        if mine and not shared:
+            raise SolverError(f"cannot restore {state_path}: its learned net {weights} has no layer of net "
+                              f"'{self.net.name}' (it has {', '.join(stored) or 'no layers'}; this net has "
+                              f"{', '.join(mine)})")
+        for name in shared:
+            blobs, targets = stored[name], mine[name]
+            if len(blobs) != len(targets):
+                raise SolverError(f"cannot restore {state_path}: layer '{name}' has {len(blobs)} blobs in "
+                                  f"{weights} but {len(targets)} in this net")
+            for index, (blob, target) in enumerate(zip(blobs, targets)):
+                if isinstance(blob, caffe_pb2.BlobProto):
+                    fits = formats.legacy_shape_matches(blob, target.shape)
+                    shape = formats.blob_shape(blob)
+                else:
+                    fits = tuple(np.shape(blob)) == target.shape
+                    shape = tuple(np.shape(blob))
+                if not fits:
+                    raise SolverError(f"cannot restore {state_path}: parameter {index} of layer '{name}' has "
+                                      f"shape {shape} in {weights} but {target.shape} in this net")

@@ -1,0 +1,36 @@
+"""Caffe's own databases and batches (../shared/caffe-reference/data) read exactly.
+
+Each case: run from the case folder (relative paths), build the TEST-phase
+net from net.prototxt, forward three times, and compare the data and label
+tops with the batches Caffe's Data layer produced, bit for bit.
+"""
+
+import numpy as np
+import pytest
+
+import engine
+from reference import cases
+
+CASES = cases("data")
+
+
+@pytest.mark.skipif(not CASES, reason="the Caffe reference data is not present")
+@pytest.mark.parametrize("folder", CASES, ids=[c.name for c in CASES])
+def test_caffe_batches(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    batches = np.load("batches.npz")
+    net = engine.Net("net.prototxt", engine.TEST)
+    try:
+        for i in range(3):
+            net.forward()
+            data, label = net.blobs["data"].data, net.blobs["label"].data
+            assert data.shape == batches[f"data/{i}"].shape
+            assert np.array_equal(data, batches[f"data/{i}"]), f"data of batch {i} differs"
+            assert np.array_equal(label, batches[f"label/{i}"]), f"labels of batch {i} differ"
+    finally:
+        net.layers[0].stop()
+
+
+def test_reference_cases_are_found():
+    if CASES:
+        assert {c.name for c in CASES} >= {"mnist_idx", "raw_resized_meanfile"}

@@ -1,0 +1,24 @@
+"""The model zoo's nets, written as Python and emitted as Caffe prototxt by tools/make_zoo.
+
+Each module builds its nets' train_val NetParameter from the paper's tables;
+the deploy net and the solver come with it (see spec.ZooNet).
+"""
+
+from . import cifar, googlenet, imagenet, mobilenet, resnet
+
+_BUILDERS = {build.__name__: build for module in (cifar, imagenet, googlenet, resnet, mobilenet)
+             for build in module.NETS}
+ORDER = ["cifar10_quick", "alexnet", "caffenet", "zfnet", "vgg16", "vgg_cifar", "googlenet", "nin",
+         "resnet18", "resnet50", "mobilenet_v1", "mobilenet_v2"]
+
+
+def names():
+    return list(ORDER)
+
+
+def get(name):
+    """The ZooNet called `name`."""
+    try:
+        return _BUILDERS[name]()
+    except KeyError:
+        raise KeyError(f"no zoo net '{name}' (known: {', '.join(ORDER)})") from None
