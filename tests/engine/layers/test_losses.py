@@ -248,3 +248,45 @@ def test_new_losses_default_to_weight_one():
                           ('type: "HingeLoss"', [np.ones((2, 2)), np.zeros(2)])]:
         layer, _, _ = build_layer(text, bottoms, phase=caffe_pb2.TRAIN)
         assert layer.loss_weights == [1.0]
+
+
+# -- one code path: CuPy gives NumPy's numbers ---------------------------------------------
+
+GPU_CASES = [
+    ('type: "EuclideanLoss"', [(4, 3), (4, 3)], [True, True]),
+    ('type: "SigmoidCrossEntropyLoss" loss_param { ignore_label: 1 normalization: VALID }', [(4, 3), "binary"],
+     [True, False]),
+    ('type: "HingeLoss" hinge_loss_param { norm: L2 }', [(4, 3), "label"], [True, False]),
+    ('type: "MultinomialLogisticLoss"', ["prob", "label"], [True, False]),
+    ('type: "InfogainLoss"', [(4, 3), "label", "matrix"], [True, False, False]),
+    ('type: "ContrastiveLoss"', [(4, 3), (4, 3), "flags"], [True, True, False]),
+]
+
+
+def gpu_case_arrays(kinds):
+    made = {"binary": lambda: (RNG.random((4, 3)) > 0.5).astype(float), "label": lambda: RNG.integers(0, 3, 4),
+            "prob": lambda: RNG.uniform(0.1, 1, (4, 3)), "matrix": lambda: RNG.uniform(0, 1, (3, 3)),
+            "flags": lambda: np.array([1, 0, 1, 0])}
+    return [made[k]() if isinstance(k, str) else RNG.standard_normal(k) for k in kinds]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("text, kinds, down", GPU_CASES)
+def test_gpu_matches_cpu(text, kinds, down):
+    import cupy
+
+    import engine
+
+    arrays = gpu_case_arrays(kinds)
+    host = engine.backend.to_host
+    results = []
+    for xp in (np, cupy):
+        if xp is cupy:
+            engine.set_mode_gpu()
+        layer, bottom, top = build_layer(text, arrays, xp=xp)
+        forward(layer, bottom, top)
+        top[0].diff[...] = 1.5
+        layer.run_backward(top, down, bottom)
+        results.append([host(top[0].data)] + [host(b.diff) for b, d in zip(bottom, down) if d])
+    for cpu, gpu in zip(*results, strict=True):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-10, atol=1e-12)

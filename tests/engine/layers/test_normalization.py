@@ -179,3 +179,32 @@ def test_mvn_gradient(normalize_variance, across_channels):
     text = (f'type: "MVN" mvn_param {{ normalize_variance: {str(normalize_variance).lower()} '
             f'across_channels: {str(across_channels).lower()} }}')
     check_gradient(text, [RNG.standard_normal((2, 2, 3, 2))])
+
+
+# -- one code path: CuPy gives NumPy's numbers ---------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("text, phase", [
+    (bn_text("eps: 0.01"), caffe_pb2.TRAIN), (bn_text(), caffe_pb2.TEST),
+    ('type: "MVN"', caffe_pb2.TEST), ('type: "MVN" mvn_param { across_channels: true normalize_variance: false }',
+                                      caffe_pb2.TEST)])
+def test_gpu_matches_cpu(text, phase):
+    import cupy
+
+    import engine
+
+    x, dy = RNG.standard_normal((3, 2, 2, 2)), RNG.standard_normal((3, 2, 2, 2))
+    results = []
+    for xp in (np, cupy):
+        if xp is cupy:
+            engine.set_mode_gpu()
+        layer, bottom, top = build_layer(text, [x], phase=phase, xp=xp)
+        for blob, value in zip(layer.blobs, (0.5, 2.0, 1.5)):
+            blob.data[...] = value
+        forward(layer, bottom, top)
+        top[0].diff[...] = xp.asarray(dy)
+        layer.run_backward(top, [True], bottom)
+        results.append([engine.backend.to_host(a) for a in (top[0].data, bottom[0].diff)]
+                       + [engine.backend.to_host(b.data) for b in layer.blobs])
+    for cpu, gpu in zip(*results):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-10, atol=1e-12)

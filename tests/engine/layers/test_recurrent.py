@@ -195,6 +195,25 @@ def test_gradient(kind, static, expose):
                    bottoms_checked=[0, 2] if static else [0], max_checks=40)
 
 
+# -- debug_info -------------------------------------------------------------------------
+
+def test_debug_info_logs_every_step_as_the_unrolled_net(caplog):
+    layer_text = text("LSTM").replace("expose_hidden", "debug_info: true expose_hidden")
+    layer, bottom, top = build_layer(layer_text, [RNG.standard_normal((T, N, I)), CONT])
+    with caplog.at_level("INFO", logger="engine"):
+        forward(layer, bottom, top)
+        top[0].diff[...] = 1
+        layer.run_backward(top, [True, False], bottom)
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"    [Forward] Layer layer_unit_{T}, top blob h_{T} data: {np.abs(top[0].data[-1]).mean():g}" in lines
+    assert sum("[Backward] Layer layer_unit_" in line for line in lines) == T
+    caplog.clear()
+    quiet, bottom, top = build_layer(text("RNN"), [RNG.standard_normal((T, N, I)), CONT])
+    with caplog.at_level("INFO", logger="engine"):
+        forward(quiet, bottom, top)
+    assert not caplog.records
+
+
 # -- errors -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["LSTM", "RNN"])
@@ -215,3 +234,32 @@ def test_errors(kind):
     bottom[1].reshape(T + 1, N)
     with pytest.raises(LayerError, match="number of timesteps changed"):
         layer.run_forward(bottom, top)
+
+
+# -- one code path: CuPy gives NumPy's numbers ---------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_gpu_matches_cpu(kind):
+    import cupy
+
+    import engine
+
+    arrays = [RNG.standard_normal((T, N, I)), CONT, RNG.standard_normal((N, S))]
+    dy = RNG.standard_normal((T, N, H))
+    host = engine.backend.to_host
+    results = []
+    for xp in (np, cupy):
+        if xp is cupy:
+            engine.set_mode_gpu()
+        layer, bottom, top = build_layer(text(kind), arrays, xp=xp)
+        for blob in layer.blobs:
+            blob.data[...] = xp.asarray(np.linspace(-0.7, 0.7, blob.count).reshape(blob.shape))
+            blob.diff[...] = 0
+        forward(layer, bottom, top)
+        top[0].diff[...] = xp.asarray(dy)
+        layer.run_backward(top, [True, False, True], bottom)
+        results.append([host(top[0].data), host(bottom[0].diff), host(bottom[2].diff)]
+                       + [host(b.diff) for b in layer.blobs])
+    for cpu, gpu in zip(*results, strict=True):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-10, atol=1e-12)

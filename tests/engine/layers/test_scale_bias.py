@@ -152,3 +152,36 @@ def test_bias_default_filler_is_zero():
 ])
 def test_bias_gradient(params, shapes):
     check_gradient(f'type: "Bias" {params}', [RNG.standard_normal(s) for s in shapes])
+
+
+# -- one code path: CuPy gives NumPy's numbers ---------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("text, shapes", [
+    ('type: "Scale" scale_param { bias_term: true filler { type: "gaussian" } }', [X_SHAPE]),
+    ('type: "Scale" scale_param { axis: 1 }', [X_SHAPE, (3, 4)]),
+    ('type: "Bias" bias_param { axis: 0 num_axes: 0 }', [X_SHAPE]),
+    ('type: "Bias"', [X_SHAPE, (3,)]),
+])
+def test_gpu_matches_cpu(text, shapes):
+    import cupy
+
+    import engine
+
+    arrays = [RNG.standard_normal(s) for s in shapes]
+    dy = RNG.standard_normal(X_SHAPE)
+    host = engine.backend.to_host
+    results = []
+    for xp in (np, cupy):
+        if xp is cupy:
+            engine.set_mode_gpu()
+        layer, bottom, top = build_layer(text, arrays, xp=xp)
+        for blob in layer.blobs:
+            blob.data[...] = xp.asarray(np.linspace(0.5, 1.5, blob.count).reshape(blob.shape))
+            blob.diff[...] = 0
+        forward(layer, bottom, top)
+        top[0].diff[...] = xp.asarray(dy)
+        layer.run_backward(top, [True] * len(bottom), bottom)
+        results.append([host(top[0].data)] + [host(b.diff) for b in bottom] + [host(b.diff) for b in layer.blobs])
+    for cpu, gpu in zip(*results, strict=True):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-10, atol=1e-12)
