@@ -7,6 +7,10 @@ Modules:
     image      image decoding and resizing that reproduce Caffe's OpenCV calls
     transform  Caffe's DataTransformer (mean, crop, mirror, scale)
     prefetch   the background thread that keeps batches ready
+    idx        MNIST's IDX files
+    listfile   "path label" image lists
+    hints      the commands that build a missing database or mean file
+    gflags, toolkit  flag parsing and shared plumbing of the dataset tools
 """
 
 from .db import open_db, open_writer

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from ..errors import DataError
+from .hints import missing_data_hint
 
 log = logging.getLogger("engine")
 
@@ -140,7 +141,8 @@ class LmdbDatabase:
 
         self.path = str(path)
         if not Path(path).is_dir():
-            raise DataError(f"cannot open LMDB database {path}: No such file or directory")
+            raise DataError(f"cannot open LMDB database {path}: No such file or directory; "
+                            f"{missing_data_hint(path)}")
         try:
             self.env = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
                                  subdir=True, max_readers=512)
@@ -228,7 +230,8 @@ class LevelDbDatabase:
     def __init__(self, path):
         self.path = str(path)
         if not Path(path).is_dir():
-            raise DataError(f"cannot open LevelDB database {path}: No such file or directory")
+            raise DataError(f"cannot open LevelDB database {path}: No such file or directory; "
+                            f"{missing_data_hint(path)}")
         self.db = _SharedLevelDb.acquire(self.path)
         self._closed = False
 

@@ -9,6 +9,7 @@ a generic recipe is given. The data layers append this hint to their
 DataError.
 """
 
+import os
 from pathlib import PurePath
 
 # dataset folder -> (what the images are, resize flags, how the training DB is named)
@@ -45,7 +46,11 @@ def _relative_note(path):
 def _mean_hint(path):
     dataset = _dataset(path)
     train_db = _DATASETS[dataset][2] if dataset else "TRAIN_DB"
-    return f"compute it with `tools/compute_image_mean {train_db} {path}`{_relative_note(path)}"
+    hint = f"compute it with `tools/compute_image_mean {train_db} {path}`"
+    if dataset and not os.path.exists(train_db):
+        # The mean comes from the training database, which has to be built first.
+        return f"{hint} once {train_db} exists: {_database_hint(train_db, with_mean=False)}"
+    return hint + _relative_note(path)
 
 
 def _mnist_hint(path):
@@ -54,7 +59,7 @@ def _mnist_hint(path):
             f"{prefix}-labels-idx1-ubyte {path}`")
 
 
-def _database_hint(path):
+def _database_hint(path, with_mean=True):
     if "mnist" in PurePath(path).as_posix().lower():
         return _mnist_hint(path) + _relative_note(path)
     dataset = _dataset(path)
@@ -67,7 +72,7 @@ def _database_hint(path):
     shuffle = "--shuffle " if split == "train" else ""
     hint = (f"build it from {images} with `tools/convert_imageset {resize}{shuffle}{root} {listfile} {path}` "
             f"({PurePath(listfile).name}: one 'relative/path label' line per image)")
-    if split == "train":
+    if split == "train" and with_mean:
         mean = {"ilsvrc12": "data/ilsvrc12/imagenet_mean.binaryproto",
                 "cifar10": "data/cifar10/mean.binaryproto"}.get(dataset, "MEAN.binaryproto")
         hint += f", then its mean with `tools/compute_image_mean {train_db or path} {mean}`"

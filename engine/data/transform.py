@@ -12,11 +12,14 @@ A whole batch of same-shaped images is transformed with one gather; images
 of different shapes (allowed with crop_size) are handled one shape at a time.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from .. import backend
 from ..errors import DataError
 from ..formats import read_mean
+from .hints import missing_data_hint
 
 TRAIN = 0  # caffe_pb2.Phase.TRAIN
 
@@ -34,6 +37,9 @@ class DataTransformer:
         if param.HasField("mean_file") and len(param.mean_value):
             raise DataError(f"{where}: Cannot specify mean_file and mean_value at the same time")
         if param.HasField("mean_file"):
+            if not Path(param.mean_file).is_file():
+                raise DataError(f"{where}: mean file {param.mean_file} not found; "
+                                f"{missing_data_hint(param.mean_file)}")
             self.mean_file = read_mean(param.mean_file)
             if self.mean_file.ndim != 3:
                 raise DataError(f"{where}: mean file {param.mean_file} holds a blob of shape "

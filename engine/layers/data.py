@@ -9,6 +9,7 @@ data_param.prefetch batches ready.
 """
 
 import logging
+import threading
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from ..data.datum import datum_to_array, parse_datum
 from ..data.db import open_db
 from ..data.prefetch import Prefetcher
 from ..data.transform import DataTransformer
+from ..errors import DataError
 from .base import Layer, register_layer
 
 log = logging.getLogger("engine")
@@ -69,8 +71,13 @@ class DataLayer(PrefetchingDataLayer):
         self.source = p.source
         self.transformer = DataTransformer(self.param.transform_param, self.phase,
                                            where=f"layer '{self.name}' (Data)")
-        self.db = open_db(p.source, p.backend)
+        try:
+            self.db = open_db(p.source, p.backend)
+        except DataError as exc:
+            raise DataError(f"layer '{self.name}' (Data): {exc}") from None
         self.cursor = self.db.cursor()
+        # LMDB aborts the process if two threads move one cursor; only one reads at a time.
+        self._read_lock = threading.Lock()
         if p.rand_skip:
             skip = int(backend.rng().integers(p.rand_skip))
             log.info("Skipping first %d data points.", skip)
@@ -94,7 +101,8 @@ class DataLayer(PrefetchingDataLayer):
         return datum_to_array(datum, tp.force_color, tp.force_gray, self._where(key)), datum.label
 
     def load_batch(self):
-        records = self.cursor.read(self.batch_size)
+        with self._read_lock:
+            records = self.cursor.read(self.batch_size)
         decoded = [self._decode(key, value) for key, value in records]
         images = [image for image, _ in decoded]
         labels = np.asarray([label for _, label in decoded], dtype=np.float32)
@@ -104,11 +112,15 @@ class DataLayer(PrefetchingDataLayer):
 
     def stop(self):
         super().stop()
-        cursor = getattr(self, "cursor", None)
-        if cursor is not None and (self.prefetcher is None or not self.prefetcher.running):
-            cursor.close()
-            self.db.close()
-            self.cursor = None
+        if self.prefetcher is not None and self.prefetcher.running:
+            return  # the thread did not end in time: it keeps its cursor
+        with getattr(self, "_read_lock", None) or threading.Lock():
+            if getattr(self, "cursor", None) is not None:
+                self.cursor.close()
+                self.cursor = None
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+                self.db = None
 
 
 __all__ = ["DataLayer", "PrefetchingDataLayer"]

@@ -5,6 +5,8 @@ net from net.prototxt, forward three times, and compare the data and label
 tops with the batches Caffe's Data layer produced, bit for bit.
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -12,10 +14,13 @@ import engine
 from reference import cases
 
 CASES = cases("data")
+HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
+needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
+PARAMS = [pytest.param(c, id=c.name, marks=needs_plyvel if "leveldb" in c.name else ()) for c in CASES]
 
 
 @pytest.mark.skipif(not CASES, reason="the Caffe reference data is not present")
-@pytest.mark.parametrize("folder", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("folder", PARAMS)
 def test_caffe_batches(folder, monkeypatch):
     monkeypatch.chdir(folder)
     batches = np.load("batches.npz")

@@ -1,5 +1,6 @@
 """convert_mnist_data, convert_imageset, compute_image_mean: round trips and Caffe's own outputs."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from engine.data.idx import write_idx  # noqa: E402
 
 TOOLS = ROOT / "tools"
 DATA = ROOT.parent / "shared" / "caffe-reference" / "data"
+HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
+needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
 needs_reference = pytest.mark.skipif(not DATA.is_dir(), reason="the Caffe reference data is not present")
 
 
@@ -44,7 +47,7 @@ def test_tools_are_executable_and_have_help(tool, tmp_path):
     assert result.returncode == 0 and "Usage" in result.stdout and "--backend" in result.stdout
 
 
-@pytest.mark.parametrize("backend,gz", [("lmdb", True), ("leveldb", False)])
+@pytest.mark.parametrize("backend,gz", [("lmdb", True), pytest.param("leveldb", False, marks=needs_plyvel)])
 def test_convert_mnist_round_trip(tmp_path, backend, gz):
     images = np.random.default_rng(0).integers(0, 256, (12, 5, 4), dtype=np.uint8)
     labels = np.arange(12, dtype=np.uint8) % 10
@@ -94,7 +97,7 @@ CASES = {
 
 
 @needs_reference
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=needs_plyvel) if "leveldb" in c else c for c in sorted(CASES)])
 def test_convert_imageset_reproduces_caffes_database(tmp_path, case):
     folder = DATA / case
     result = run("convert_imageset", *CASES[case], f"{folder}/images/", folder / "list.txt", "db", cwd=tmp_path)

@@ -1,5 +1,6 @@
 """Data layers: Data (LMDB/LevelDB), HDF5Data/HDF5Output, MemoryData, DummyData, ImageData."""
 
+import importlib.util
 import io
 import threading
 import time
@@ -18,6 +19,9 @@ from engine.data.prefetch import Prefetcher
 from engine.errors import CaffeError, DataError
 from layer_check import layer_param
 from engine.layers import layer_class
+
+HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
+needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
 
 
 def make_layer(text, num_tops=2, phase=caffe_pb2.TEST):
@@ -42,7 +46,7 @@ def write_images(path, backend, images, labels):
 # -- Data ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["LMDB", "LEVELDB"])
+@pytest.mark.parametrize("backend", ["LMDB", pytest.param("LEVELDB", marks=needs_plyvel)])
 def test_data_layer_serves_records_in_order_and_wraps(tmp_path, backend):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (1, 4, 5), dtype=np.uint8) for _ in range(5)]
@@ -355,3 +359,98 @@ def test_image_data_errors(tmp_path):
     layer.stop()
     with pytest.raises(CaffeError, match="new_height and new_width"):
         make_layer(f'type: "ImageData" image_data_param {{ source: "x" batch_size: 1 new_height: 3 }}')
+
+
+# -- WindowData --------------------------------------------------------------------------------
+
+
+def window_setup(tmp_path, extra=""):
+    rgb = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "scene.png")
+    (tmp_path / "windows.txt").write_text(
+        "# 0\nscene.png\n3\n20\n30\n3\n"
+        "2 0.9 4 2 13 11\n"     # foreground, label 2
+        "1 0.3 0 0 7 5\n"       # background: label forced to 0
+        "1 0.6 0 0 9 9\n")      # neither: unused
+    text = (f'type: "WindowData" transform_param {{ crop_size: 8 {extra} }} '
+            f'window_data_param {{ source: "{tmp_path / "windows.txt"}" root_folder: "{tmp_path}/" '
+            'batch_size: 4 fg_fraction: 0.5 fg_threshold: 0.8 bg_threshold: 0.5 scale: 0.5 }')
+    return rgb, text
+
+
+def test_window_data_warps_windows(tmp_path):
+    from engine.data.image import resize_linear
+
+    rgb, text = window_setup(tmp_path)
+    layer, top = make_layer(text)
+    data, label = forward(layer, top)
+    assert data.shape == (4, 3, 8, 8) and label.tolist() == [0, 0, 2, 2]
+    bgr = rgb[..., ::-1]
+    background = resize_linear(np.ascontiguousarray(bgr[0:6, 0:8]), 8, 8).transpose(2, 0, 1)
+    foreground = resize_linear(np.ascontiguousarray(bgr[2:12, 4:14]), 8, 8).transpose(2, 0, 1)
+    assert np.array_equal(data[0], background.astype(np.float32) * 0.5)
+    assert np.array_equal(data[3], foreground.astype(np.float32) * 0.5)
+    layer.stop()
+
+
+def test_window_data_context_pad_leaves_zero_border(tmp_path):
+    _, text = window_setup(tmp_path, "mirror: false")
+    text = text.replace("scale: 0.5", "scale: 1 context_pad: 2")
+    layer, top = make_layer(text)
+    data, _ = forward(layer, top)
+    # The background window touches the image's top-left corner: padding there stays zero.
+    assert not data[0, :, 0, :].any() and not data[0, :, :, 0].any()
+    assert data[0, :, 3:, 3:].any()
+    layer.stop()
+
+
+def test_window_data_errors(tmp_path):
+    _, text = window_setup(tmp_path)
+    with pytest.raises(DataError, match="Failed to open window file"):
+        make_layer(text.replace("windows.txt", "none.txt"))
+    (tmp_path / "windows.txt").write_text("# 0\nscene.png\n3\n20\n30\n1\n1 0.1 0 0 3 3\n")
+    with pytest.raises(DataError, match="needs foreground and background"):
+        make_layer(text)
+    (tmp_path / "windows.txt").write_text("# 0\nscene.png\n3\n20\n")
+    with pytest.raises(DataError, match="ends inside the entry"):
+        make_layer(text)
+
+
+@pytest.mark.gpu
+def test_data_and_hdf5_layers_fill_gpu_tops(tmp_path, monkeypatch):
+    from engine import backend
+
+    monkeypatch.chdir(tmp_path)
+    images = [np.full((1, 3, 3), i, np.uint8) for i in range(3)]
+    write_images(tmp_path / "db", "lmdb", images, range(3))
+    write_h5("a.h5", np.arange(6, dtype=np.float32).reshape(3, 2), np.arange(3))
+    (tmp_path / "list.txt").write_text("a.h5\n")
+    texts = [f'type: "Data" data_param {{ source: "{tmp_path / "db"}" batch_size: 2 backend: LMDB }}',
+             'type: "HDF5Data" top: "data" top: "label" hdf5_data_param { source: "list.txt" batch_size: 2 }']
+    for text in texts:
+        cpu_layer, cpu_top = make_layer(text)
+        expected = forward(cpu_layer, cpu_top)
+        getattr(cpu_layer, "stop", lambda: None)()
+        engine.set_mode_gpu()
+        try:
+            gpu_layer, gpu_top = make_layer(text)
+            got = forward(gpu_layer, gpu_top)
+            getattr(gpu_layer, "stop", lambda: None)()
+        finally:
+            engine.set_mode_cpu()
+        for ours, theirs in zip(got, expected):
+            assert np.array_equal(backend.to_host(ours), theirs)
+
+
+def test_data_layer_rand_skip_starts_within_the_skip(tmp_path):
+    write_images(tmp_path / "db", "lmdb", [np.zeros((1, 1, 1), np.uint8)] * 6, range(6))
+    starts = set()
+    for seed in range(12):
+        engine.set_random_seed(seed)
+        layer, top = make_layer(f'type: "Data" data_param {{ source: "{tmp_path / "db"}" batch_size: 2 '
+                                'backend: LMDB rand_skip: 3 }')
+        _, label = forward(layer, top)
+        layer.stop()
+        assert label[1] == (label[0] + 1) % 6
+        starts.add(int(label[0]))
+    assert starts <= {0, 1, 2} and len(starts) > 1
