@@ -54,14 +54,23 @@ def layer_type_list():
 
 
 def has_nccl():
-    """True when multi-GPU all-reduce is possible: CuPy's NCCL binding imports and a GPU answers."""
+    """True when caffe.NCCL can work: CuPy's NCCL binding imports, a GPU answers, and the
+    engine provides its NCCL driver (engine.parallel.NCCL)."""
     try:
         from cupy.cuda import nccl
     except Exception:  # CuPy or its NCCL binding missing or broken: no NCCL
         return False
-    if not getattr(nccl, "available", True):
+    if not getattr(nccl, "available", True) or not backend.gpu_available():
         return False
-    return backend.gpu_available()
+    return _engine_nccl() is not None
+
+
+def _engine_nccl():
+    try:
+        from engine.parallel import NCCL
+    except ImportError:
+        return None
+    return NCCL
 
 
 # -- data-parallel bookkeeping (pycaffe's solver_count / solver_rank) ------------------
@@ -157,12 +166,11 @@ def __getattr__(name):
     if name in _SOLVER_NAMES:
         return _wrap_solver_class(getattr(engine, name))
     if name == "NCCL":
-        try:
-            from engine.parallel import NCCL
-        except ImportError as exc:
-            raise AttributeError("caffe.NCCL needs engine.parallel.NCCL (multi-GPU training), which this "
-                                 f"installation does not provide ({exc})") from None
-        return NCCL
+        nccl = _engine_nccl()
+        if nccl is None:
+            raise AttributeError("caffe.NCCL needs an NCCL driver in engine.parallel (multi-GPU training with "
+                                 "CuPy), which this installation does not provide; has_nccl() is False")
+        return nccl
     raise AttributeError(f"module 'caffe' has no attribute {name!r}")
 
 

@@ -98,10 +98,18 @@ class PythonLayer(Layer):
         impl.phase = int(self.phase)
         try:
             impl.setup(bottom, top)
-        except CaffeError:
-            raise
         except Exception as exc:
-            raise self.error(f"setup failed: {type(exc).__name__}: {exc}") from exc
+            # pycaffe lets the user's own exception through; the note names the layer.
+            exc.add_note(f"in setup of Python layer '{self.name}' ({self.param.python_param.module}."
+                         f"{self.param.python_param.layer})")
+            raise
+
+    def __getattr__(self, name):
+        # pycaffe's net.layers[i] is the user's object: scripts call their own methods on it.
+        impl = self.__dict__.get("impl")
+        if impl is None:
+            raise AttributeError(name)
+        return getattr(impl, name)
 
     def reshape(self, bottom, top):
         self.impl.reshape(bottom, top)

@@ -71,7 +71,11 @@ def test_has_nccl_needs_the_binding_and_a_gpu(monkeypatch):
     monkeypatch.setattr(engine.backend, "gpu_available", lambda: False)
     assert caffe.has_nccl() is False
     monkeypatch.setattr(engine.backend, "gpu_available", lambda: True)
-    assert caffe.has_nccl() is True
+    driver = types.ModuleType("engine.parallel")
+    monkeypatch.setitem(sys.modules, "engine.parallel", driver)
+    assert caffe.has_nccl() is False  # no NCCL driver in the engine
+    driver.NCCL = type("NCCL", (), {})
+    assert caffe.has_nccl() is True and caffe.NCCL is driver.NCCL
     cuda.nccl.available = False
     assert caffe.has_nccl() is False
 

@@ -134,12 +134,19 @@ def test_python_layer_found_through_current_directory_and_pythonpath(tmp_path, m
     ("no_such_module_here_xyz", "ScaleByParam", "cannot import python_param.module 'no_such_module_here_xyz'"),
     (None, "Missing", "has no layer class 'Missing'"),
     (None, "NotALayer", "must be a class derived from caffe.Layer"),
-    (None, "Broken", "setup failed: Exception: Need two tops"),
 ])
 def test_python_layer_errors_name_the_layer(user_module, module, layer, message):
     with pytest.raises(NetError, match=message) as info:
         build(net_text(module or user_module, layer=layer))
     assert "layer 'py' (Python)" in str(info.value)
+
+
+def test_user_setup_exception_propagates_with_a_note(user_module):
+    # pycaffe hands the user's own exception back to the script; the note names the layer.
+    with pytest.raises(Exception, match="Need two tops") as info:
+        build(net_text(user_module, layer="Broken"))
+    assert not isinstance(info.value, NetError)
+    assert any("Python layer 'py'" in note for note in info.value.__notes__)
 
 
 def test_python_layer_requires_module_and_layer():
