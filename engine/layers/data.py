@@ -6,6 +6,13 @@ first record of each batch shapes that batch); each record is decoded and
 transformed by transform_param; the label top, when present, is
 (batch_size,) and holds each record's label. A background thread keeps
 data_param.prefetch batches ready.
+
+Data-parallel training (engine.parallel) shares one database between the
+workers as Caffe 1.0 does: the layer counts every record it walks past (a
+running offset that never resets) and, in TRAIN, worker r of n keeps only
+the records whose offset is r modulo n (backend.keeps_record). One worker
+(the default) keeps everything, so single-process reading is unchanged; the
+rank must be set before the net is built, as the prefetch thread starts then.
 """
 
 import logging
@@ -13,7 +20,7 @@ import threading
 
 import numpy as np
 
-from .. import backend
+from .. import backend, caffe_pb2
 from ..data.datum import datum_to_array, parse_datum
 from ..data.db import open_db
 from ..data.prefetch import Prefetcher
@@ -76,6 +83,7 @@ class DataLayer(PrefetchingDataLayer):
         except DataError as exc:
             raise DataError(f"layer '{self.name}' (Data): {exc}") from None
         self.cursor = self.db.cursor()
+        self.offset = 0  # records walked past so far, kept or skipped (Caffe's offset_)
         # LMDB aborts the process if two threads move one cursor; only one reads at a time.
         self._read_lock = threading.Lock()
         if p.rand_skip:
@@ -100,9 +108,20 @@ class DataLayer(PrefetchingDataLayer):
         tp = self.param.transform_param
         return datum_to_array(datum, tp.force_color, tp.force_gray, self._where(key)), datum.label
 
+    def _read_records(self, count):
+        """The next `count` records this worker keeps (Caffe's Skip/Next loop); caller holds the lock."""
+        test = self.phase == caffe_pb2.TEST
+        records = []
+        while len(records) < count:
+            if backend.keeps_record(self.offset, test):
+                records.append((self.cursor.key, self.cursor.value))
+            self.cursor.next()
+            self.offset += 1
+        return records
+
     def load_batch(self):
         with self._read_lock:
-            records = self.cursor.read(self.batch_size)
+            records = self._read_records(self.batch_size)
         decoded = [self._decode(key, value) for key, value in records]
         images = [image for image, _ in decoded]
         labels = np.asarray([label for _, label in decoded], dtype=np.float32)

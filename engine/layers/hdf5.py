@@ -7,6 +7,9 @@ datasets must agree on the number of rows. Rows are served in order, file
 after file, wrapping around to the first file; with `shuffle` the file order
 is shuffled at set-up and at each wrap, and the row order each time a file
 is loaded (Caffe's HDF5DataLayer). The current file is held in memory.
+In data-parallel TRAIN runs, worker r of n keeps only the rows whose running
+offset (rows walked past since set-up, across files and wraps) is r modulo n,
+as Caffe 1.0's Skip(); with one worker every row is kept, in whole slices.
 
 HDF5Output writes its two bottoms as datasets "data" and "label" (4-axis,
 as Caffe's legacy shape) to `file_name`, created empty at set-up.
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import backend, caffe_pb2
 from ..errors import DataError
 from .base import Layer, register_layer
 
@@ -56,6 +59,7 @@ class HDF5DataLayer(Layer):
         if self.shuffle:
             backend.rng().shuffle(self.file_order)
         self.current_file = 0
+        self.offset = 0  # rows walked past so far, kept or skipped (Caffe's offset_)
         self._load(self.files[self.file_order[0]])
         self.row_shapes = [array.shape[1:] for array in self.arrays]
         for blob, shape in zip(top, self.row_shapes):
@@ -123,6 +127,15 @@ class HDF5DataLayer(Layer):
 
     def forward(self, bottom, top):
         batches = [np.empty((self.batch_size,) + shape, dtype=np.float32) for shape in self.row_shapes]
+        if backend.solver_count() > 1 and self.phase != caffe_pb2.TEST:
+            self._fill_skipping(batches)
+        else:
+            self._fill_in_slices(batches)
+        for blob, batch in zip(top, batches):
+            blob.data[...] = backend.to_device(batch, blob.xp)
+
+    def _fill_in_slices(self, batches):
+        """Every row is this worker's: copy runs of consecutive rows at once."""
         filled = 0
         while filled < self.batch_size:
             take = min(self.batch_size - filled, self.rows - self.current_row)
@@ -131,10 +144,25 @@ class HDF5DataLayer(Layer):
                 batch[filled:filled + take] = array[rows]
             filled += take
             self.current_row += take
+            self.offset += take
             if self.current_row == self.rows:
                 self._advance_file()
-        for blob, batch in zip(top, batches):
-            blob.data[...] = backend.to_device(batch, blob.xp)
+
+    def _fill_skipping(self, batches):
+        """Row by row, passing over the rows of the other workers (Caffe's Skip/Next loop)."""
+        for item in range(self.batch_size):
+            while not backend.keeps_record(self.offset, False):
+                self._next_row()
+            row = self.row_order[self.current_row]
+            for batch, array in zip(batches, self.arrays):
+                batch[item] = array[row]
+            self._next_row()
+
+    def _next_row(self):
+        self.current_row += 1
+        self.offset += 1
+        if self.current_row == self.rows:
+            self._advance_file()
 
 
 @register_layer
