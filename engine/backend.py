@@ -12,12 +12,18 @@ from .errors import CaffeError
 _state = {"mode": "cpu", "device": 0, "rng": np.random.default_rng(), "seed": None}
 
 
+_CUPY = []
+
+
 def _cupy():
-    try:
-        import cupy
-    except ImportError:
-        return None
-    return cupy
+    """CuPy, or None; imported once (layers ask for their array module on every call)."""
+    if not _CUPY:
+        try:
+            import cupy
+        except ImportError:
+            cupy = None
+        _CUPY.append(cupy)
+    return _CUPY[0]
 
 
 def gpu_available():

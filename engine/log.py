@@ -20,9 +20,17 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 LOGGER_NAME = "engine"
 _LETTERS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
             logging.CRITICAL: "F"}
+
+
+def number(value):
+    """A value as glog prints a float: C++ ostream's 6 significant digits of the float32 value."""
+    with np.errstate(over="ignore"):
+        return f"{float(np.float32(value)):g}"
 
 
 def at(where):
@@ -108,11 +116,15 @@ def setup(level=logging.INFO, stream=None):
     handler = GlogHandler(stream)
     logger.addHandler(handler)
     logger.setLevel(_level_from_env(level))
-    logger.propagate = False
     return handler
 
 
-def _glog_handler():
+def remove(handler):
+    """Detach a handler that `setup` added (tools run in-process, as in tests, clean up after)."""
+    logging.getLogger(LOGGER_NAME).removeHandler(handler)
+
+
+def glog_handler():
     for handler in logging.getLogger(LOGGER_NAME).handlers:
         if isinstance(handler, GlogHandler):
             return handler
@@ -142,7 +154,7 @@ class Progress:
         self.started = time.monotonic()
         self.last_draw = 0.0
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.handler = _glog_handler() if self.enabled else None
+        self.handler = glog_handler() if self.enabled else None
 
     def text(self, iteration, now=None):
         elapsed = (now if now is not None else time.monotonic()) - self.started

@@ -1,7 +1,13 @@
 """Test-wide setup: helper modules importable, shared reference paths, GPU marker."""
 
+import os
 import sys
 from pathlib import Path
+
+# Tests check correctness on small arrays: one BLAS thread avoids spinning threads
+# on a busy 2-core machine. Set before NumPy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -14,17 +14,12 @@ import numpy as np
 
 from .. import backend
 from ..errors import SolverError
-from ..log import at
+from ..log import at, number
 from . import lr_policy, signals
 from .netsetup import build_test_nets, build_train_net, read_solver_param
 from .snapshot import SnapshotMixin
 
 log = logging.getLogger("engine.solver")
-
-
-def _g(value):
-    """A number as glog prints a float (C++ ostream, 6 significant digits)."""
-    return f"{float(np.float32(value)):g}"
 
 
 class Solver(SnapshotMixin):
@@ -41,7 +36,9 @@ class Solver(SnapshotMixin):
         self._check_param()
         self.check_snapshot_write_permissions(probe=bool(param.snapshot))
         if param.random_seed >= 0:
-            backend.set_random_seed(param.random_seed)
+            # Caffe offsets the seed by the data-parallel rank, so workers draw differently.
+            rank = backend.solver_rank() if hasattr(backend, "solver_rank") else 0
+            backend.set_random_seed(param.random_seed + rank)
         self.callbacks = []
         self.action_function = None
         self.requested_early_exit = False
@@ -148,15 +145,16 @@ class Solver(SnapshotMixin):
             self.smoothed_loss = (np.float32(self.smoothed_loss) * (size - 1) + loss) / np.float32(size)
         else:
             index = (self.iter - start_iter) % average_loss
-            self.smoothed_loss = np.float32(self.smoothed_loss) + (loss - self._losses[index]) / np.float32(average_loss)
+            change = (loss - self._losses[index]) / np.float32(average_loss)
+            self.smoothed_loss = np.float32(self.smoothed_loss) + change
             self._losses[index] = loss
 
     def _display(self, timer):
         now = time.monotonic()
         lapse = now - timer
         per_s = (self.iter - self._iterations_last) / (lapse if lapse else 1.0)
-        log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _g(per_s), _g(lapse),
-                 self.param.display, _g(self.smoothed_loss), extra=at("solver.cpp:239"))
+        log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, number(per_s), number(lapse),
+                 self.param.display, number(self.smoothed_loss), extra=at("solver.cpp:239"))
         self._iterations_last = self.iter
         self._log_outputs(self.net, "Train", None, "solver.cpp:258")
         return now
@@ -169,8 +167,8 @@ class Solver(SnapshotMixin):
             data = backend.to_host(net.blobs[name].data).ravel() if values is None else values[name]
             weight = np.float32(weights[name])
             for value in np.asarray(data, dtype=np.float32).ravel():
-                suffix = f" (* {_g(weight)} = {_g(weight * value)} loss)" if weight else ""
-                log.info("    %s net output #%d: %s = %s%s", kind, index, name, _g(value), suffix, extra=at(where))
+                suffix = f" (* {number(weight)} = {number(weight * value)} loss)" if weight else ""
+                log.info("    %s net output #%d: %s = %s%s", kind, index, name, number(value), suffix, extra=at(where))
                 index += 1
 
     def _backward_debug_info(self):
@@ -182,7 +180,8 @@ class Solver(SnapshotMixin):
                      float(m.vdot(blob.data.ravel(), blob.data.ravel())),
                      float(m.vdot(blob.diff.ravel(), blob.diff.ravel()))]
         log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
-                  _g(sums[0]), _g(sums[1]), _g(np.sqrt(sums[2])), _g(np.sqrt(sums[3])), extra=at("net.cpp:591"))
+                  number(sums[0]), number(sums[1]), number(np.sqrt(sums[2])), number(np.sqrt(sums[3])),
+                  extra=at("net.cpp:591"))
 
     def solve(self, resume_file=None):
         """Caffe's Solve: (restore,) step to max_iter, final snapshot, final display and test."""
@@ -205,7 +204,7 @@ class Solver(SnapshotMixin):
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_from_to()
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
-            log.info("Iteration %d, loss = %s", self.iter, _g(self.smoothed_loss), extra=at("solver.cpp:327"))
+            log.info("Iteration %d, loss = %s", self.iter, number(self.smoothed_loss), extra=at("solver.cpp:327"))
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.", extra=at("solver.cpp:332"))
@@ -250,7 +249,7 @@ class Solver(SnapshotMixin):
             log.info("Test interrupted.", extra=at("solver.cpp:408"))
             return
         if p.test_compute_loss and iterations:
-            log.info("Test loss: %s", _g(loss / np.float32(iterations)), extra=at("solver.cpp:414"))
+            log.info("Test loss: %s", number(loss / np.float32(iterations)), extra=at("solver.cpp:414"))
         scores = scores or {name: np.zeros(0, np.float32) for name in net.outputs}
         means = {name: values / np.float32(max(iterations, 1)) for name, values in scores.items()}
         self.mean_scores[test_net_id] = [float(v) for name in net.outputs for v in means[name]]

@@ -2,7 +2,7 @@
 
 import sys
 
-from . import commands
+from . import commands, timing
 from . import flags as gflags
 
 CAFFE_USAGE = """caffe: command line brew
@@ -61,11 +61,15 @@ def caffe_main(argv=None):
     values, positional, status = _parse("caffe", argv, flags, CAFFE_USAGE)
     if values is None:
         return status
-    actions = {"train": commands.train, "test": commands.test, "time": commands.time_net,
-               "device_query": commands.device_query}
+    actions = {"train": commands.train, "test": commands.test, "time": timing.time_net,
+               "device_query": timing.device_query}
     if len(positional) != 1 or positional[0] not in actions:
         print(gflags.usage("caffe", CAFFE_USAGE, flags), file=sys.stderr)
         return 1
+    from .. import parallel
+
+    if positional[0] == "train" and parallel.launched_by_mpi():
+        return parallel.train_tool(values, program="caffe")
     return commands.run("caffe", actions[positional[0]], values)
 
 
@@ -83,6 +87,10 @@ def train_main(argv=None):
     if max_iter is not None and max_iter < 0:
         print(f"train: --iterations must not be negative (got {max_iter})", file=sys.stderr)
         return 1
+    from .. import parallel
+
+    if parallel.launched_by_mpi():
+        return parallel.train_tool(values, max_iter, program="train")
     return commands.run("train", commands.train, values, max_iter)
 
 
@@ -107,4 +115,4 @@ def time_main(argv=None):
     status = _no_positional("time", positional, TIME_USAGE)
     if status is not None:
         return status
-    return commands.run("time", commands.time_net, values)
+    return commands.run("time", timing.time_net, values)

@@ -1,4 +1,5 @@
-"""Caffe's command-line actions (tools/caffe.cpp): train, test, time, device_query.
+"""Caffe's command-line actions (tools/caffe.cpp): train and test here, time and
+device_query in timing.py, and what they share (flags, device choice, `run`).
 
 The scripts in tools/ parse flags and call these; every user mistake surfaces
 as a CaffeError, which `run` turns into one line on stderr and exit status 1.
@@ -7,18 +8,16 @@ as a CaffeError, which `run` turns into one line on stderr and exit status 1.
 import importlib
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend, caffe_pb2
 from ..errors import CaffeError, SolverError
-from ..log import Progress, at, setup
+from ..log import Progress, at, glog_handler, number, remove, setup
 from ..net import Net
 from . import flags as gflags
 from . import signals, solver_class
-from .base import _g
 from .netsetup import read_solver_param
 
 log = logging.getLogger("engine.caffe")
@@ -57,7 +56,8 @@ def _gpu_list(text):
     if not text:
         return []
     if text == "all":
-        return list(range(_device_count()))
+        # With no usable GPU, ask for device 0 so that set_mode says why it falls back to the CPU.
+        return list(range(_device_count())) or [0]
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -86,11 +86,6 @@ def set_mode(gpus):
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     log.info("GPU %d: %s", gpus[0], name, extra=at("caffe.cpp:234"))
     return gpus[0]
-
-
-def _synchronize():
-    if backend.mode() == "gpu":
-        backend.array_module().cuda.runtime.deviceSynchronize()
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -178,11 +173,11 @@ def test(values):
                  for name in net.outputs]
         for name, data in batch:
             for value in data:
-                log.info("Batch %d, %s = %s", i, name, _g(value), extra=at("caffe.cpp:313"))
+                log.info("Batch %d, %s = %s", i, name, number(value), extra=at("caffe.cpp:313"))
         flat = np.concatenate([data for _, data in batch]) if batch else np.zeros(0, np.float32)
         scores = flat if scores is None else scores + flat
     loss = loss / np.float32(max(iterations, 1))
-    log.info("Loss: %s", _g(loss), extra=at("caffe.cpp:318"))
+    log.info("Loss: %s", number(loss), extra=at("caffe.cpp:318"))
     results, index = {}, 0
     weights = net.blob_loss_weights
     for name in net.outputs:
@@ -190,121 +185,30 @@ def test(values):
         for k in range(count):
             mean = np.float32(scores[index] if scores is not None else 0) / np.float32(max(iterations, 1))
             weight = np.float32(weights[name])
-            suffix = f" (* {_g(weight)} = {_g(weight * mean)} loss)" if weight else ""
-            log.info("%s = %s%s", name, _g(mean), suffix, extra=at("caffe.cpp:330"))
+            suffix = f" (* {number(weight)} = {number(weight * mean)} loss)" if weight else ""
+            log.info("%s = %s%s", name, number(mean), suffix, extra=at("caffe.cpp:330"))
             results.setdefault(name, []).append(float(mean))
             index += 1
     return {name: v[0] if len(v) == 1 else v for name, v in results.items()}
 
 
-# -- time ----------------------------------------------------------------------------------
-def _phase(text):
-    if not text:
-        return caffe_pb2.TRAIN
-    if text not in ("TRAIN", "TEST"):
-        raise CaffeError(f'phase must be "TRAIN" or "TEST", got "{text}"')
-    return caffe_pb2.TRAIN if text == "TRAIN" else caffe_pb2.TEST
-
-
-def _ms(seconds):
-    return _g(seconds * 1000.0)
-
-
-def time_net(values):
-    """`caffe time`: per-layer forward and backward times averaged over --iterations."""
-    model = _scoring_net(values, "time")
-    set_mode(_gpu_list(values["gpu"]))
-    net = Net(model, _phase(values["phase"]), level=values["level"], stages=_stages(values))
-    if values["weights"]:
-        for path in values["weights"].split(","):
-            net.copy_from(path.strip())
-    log.info("Performing Forward", extra=at("caffe.cpp:352"))
-    log.info("Initial loss: %s", _g(net.forward_from_to()), extra=at("caffe.cpp:357"))
-    log.info("Performing Backward", extra=at("caffe.cpp:358"))
-    net.backward_from_to()
-    layers = net.layers
-    bottoms = [net._bottom_blobs(i) for i in range(len(layers))]
-    tops = [net._top_blobs(i) for i in range(len(layers))]
-    log.info("*** Benchmark begins ***", extra=at("caffe.cpp:365"))
-    iterations = _positive_iterations(values)
-    log.info("Testing for %d iterations.", iterations, extra=at("caffe.cpp:366"))
-    forward = np.zeros(len(layers))
-    backward = np.zeros(len(layers))
-    forward_total = backward_total = 0.0
-    _synchronize()
-    total_start = time.perf_counter()
-    for j in range(iterations):
-        iter_start = time.perf_counter()
-        for i, layer in enumerate(layers):
-            start = time.perf_counter()
-            layer.run_forward(bottoms[i], tops[i])
-            _synchronize()
-            forward[i] += time.perf_counter() - start
-        middle = time.perf_counter()
-        forward_total += middle - iter_start
-        for i in range(len(layers) - 1, -1, -1):
-            start = time.perf_counter()
-            layers[i].run_backward(tops[i], net.bottom_need_backward[i], bottoms[i])
-            _synchronize()
-            backward[i] += time.perf_counter() - start
-        backward_total += time.perf_counter() - middle
-        log.info("Iteration: %d forward-backward time: %s ms.", j + 1, _ms(time.perf_counter() - iter_start),
-                 extra=at("caffe.cpp:394"))
-    total = time.perf_counter() - total_start
-    n = max(iterations, 1)
-    log.info("Average time per layer: ", extra=at("caffe.cpp:397"))
-    for i, layer in enumerate(layers):
-        log.info("%10s\tforward: %s ms.", layer.name, _ms(forward[i] / n), extra=at("caffe.cpp:400"))
-        log.info("%10s\tbackward: %s ms.", layer.name, _ms(backward[i] / n), extra=at("caffe.cpp:403"))
-    log.info("Average Forward pass: %s ms.", _ms(forward_total / n), extra=at("caffe.cpp:408"))
-    log.info("Average Backward pass: %s ms.", _ms(backward_total / n), extra=at("caffe.cpp:410"))
-    log.info("Average Forward-Backward: %s ms.", _ms(total / n), extra=at("caffe.cpp:412"))
-    log.info("Total Time: %s ms.", _ms(total), extra=at("caffe.cpp:413"))
-    log.info("*** Benchmark ends ***", extra=at("caffe.cpp:414"))
-    return {"forward_ms": forward_total / n * 1000, "backward_ms": backward_total / n * 1000}
-
-
-# -- device_query --------------------------------------------------------------------------
-def device_query(values):
-    if not values["gpu"]:
-        raise CaffeError("Need a device ID to query.")
-    reason = backend.gpu_unavailable_reason()
-    if reason:
-        raise CaffeError(f"device_query needs a GPU, but {reason}")
-    runtime = importlib.import_module("cupy").cuda.runtime
-    for device in _gpu_list(values["gpu"]):
-        log.info("Querying GPUs %d", device, extra=at("caffe.cpp:131"))
-        p = runtime.getDeviceProperties(device)
-        name = p["name"].decode() if isinstance(p["name"], bytes) else p["name"]
-        rows = [("Device id", device), ("Major revision number", p["major"]),
-                ("Minor revision number", p["minor"]), ("Name", name),
-                ("Total global memory", p["totalGlobalMem"]), ("Total shared memory per block", p["sharedMemPerBlock"]),
-                ("Total registers per block", p["regsPerBlock"]), ("Warp size", p["warpSize"]),
-                ("Maximum memory pitch", p["memPitch"]), ("Maximum threads per block", p["maxThreadsPerBlock"]),
-                ("Maximum dimension of block", ", ".join(map(str, p["maxThreadsDim"]))),
-                ("Maximum dimension of grid", ", ".join(map(str, p["maxGridSize"]))),
-                ("Clock rate", p["clockRate"]), ("Total constant memory", p["totalConstMem"]),
-                ("Texture alignment", p["textureAlignment"]),
-                ("Concurrent copy and execution", "Yes" if p.get("deviceOverlap") else "No"),
-                ("Number of multiprocessors", p["multiProcessorCount"]),
-                ("Kernel execution timeout", "Yes" if p.get("kernelExecTimeoutEnabled") else "No")]
-        for label, value in rows:
-            log.info("%-31s%s", label + ":", value, extra=at("common.cpp:168"))
-
-
 # -- running a tool ------------------------------------------------------------------------
 def run(program, action, *args):
     """Call `action(*args)` with glog output; a CaffeError or OSError becomes one line and status 1."""
-    setup()
+    existing = glog_handler()
+    handler = setup(stream=sys.stderr)
     try:
         action(*args)
     except CaffeError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"{program}: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        print(f"{program}: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if existing is None:
+            remove(handler)
     return 0

@@ -72,22 +72,23 @@ def build_train_net(param):
         raise SolverError("SolverParameter must not contain more than one of these fields specifying a "
                           f"train_net: {', '.join(TRAIN_NET_FIELDS)} (found {', '.join(given)})")
     field = given[0]
+    source = None  # the file the net came from, so that its errors name it
     if field == "train_net_param":
         log.info("Creating training net specified in train_net_param.", extra=at("solver.cpp:90"))
         net_param = formats.read_net(param.train_net_param)
     elif field == "train_net":
         log.info("Creating training net from train_net file: %s", param.train_net, extra=at("solver.cpp:94"))
-        net_param = _read_net_file(param.train_net, "train_net")
+        net_param, source = _read_net_file(param.train_net, "train_net"), param.train_net
     elif field == "net_param":
         log.info("Creating training net specified in net_param.", extra=at("solver.cpp:98"))
         net_param = formats.read_net(param.net_param)
     else:
         log.info("Creating training net from net file: %s", param.net, extra=at("solver.cpp:102"))
-        net_param = _read_net_file(param.net, "net")
+        net_param, source = _read_net_file(param.net, "net"), param.net
     net_param = _copy(net_param)
     state = _state(caffe_pb2.TRAIN, net_param, param.train_state)
     net_param.state.CopyFrom(state)
-    net = Net(net_param, state=state)
+    net = Net(source or net_param, state=state)
     for weights in param.weights:
         load_weights(net, weights)
     return net
@@ -114,25 +115,25 @@ def build_test_nets(param):
     if instances and param.test_interval <= 0:
         raise SolverError(f"test_interval must be positive when the solver has test nets (test_iter is given); "
                           f"got {param.test_interval}")
-    sources = []
+    sources = []  # (description, NetParameter, file or None)
     for net_param in param.test_net_param:
-        sources.append(("test_net_param", formats.read_net(net_param)))
+        sources.append(("test_net_param", formats.read_net(net_param), None))
     for path in param.test_net:
-        sources.append((f"test_net file: {path}", _read_net_file(path, "test_net")))
+        sources.append((f"test_net file: {path}", _read_net_file(path, "test_net"), path))
     remaining = len(param.test_iter) - len(sources)
     if param.HasField("net_param"):
-        sources += [("net_param", formats.read_net(param.net_param))] * remaining
+        sources += [("net_param", formats.read_net(param.net_param), None)] * remaining
     if param.HasField("net"):
         if remaining > 0:
             net_param = _read_net_file(param.net, "net")
-            sources += [(f"net file: {param.net}", net_param)] * remaining
+            sources += [(f"net file: {param.net}", net_param, param.net)] * remaining
     nets = []
-    for index, (source, net_param) in enumerate(sources):
+    for index, (source, net_param, path) in enumerate(sources):
         net_param = _copy(net_param)
         state = _state(caffe_pb2.TEST, net_param, param.test_state[index] if len(param.test_state) else None)
         net_param.state.CopyFrom(state)
         log.info("Creating test net (#%d) specified by %s", index, source, extra=at("solver.cpp:190"))
-        net = Net(net_param, state=state)
+        net = Net(path or net_param, state=state)
         net.debug_info = bool(param.debug_info)
         for weights in param.weights:
             load_weights(net, weights)

@@ -15,9 +15,9 @@ import numpy as np
 
 from .. import backend
 from ..errors import SolverError
-from ..log import at
+from ..log import at, number
 from . import lr_policy
-from .base import Solver, _g
+from .base import Solver
 
 log = logging.getLogger("engine.solver")
 
@@ -48,7 +48,7 @@ class SGDSolver(Solver):
     def apply_update(self):
         rate = self.get_learning_rate()
         if self.param.display and self.iter % self.param.display == 0:
-            log.info("Iteration %d, lr = %s", self.iter, _g(rate), extra=at("sgd_solver.cpp:112"))
+            log.info("Iteration %d, lr = %s", self.iter, number(rate), extra=at("sgd_solver.cpp:112"))
         self.clip_gradients()
         for param_id in range(len(self.net.learnable_params)):
             self.normalize(param_id)
@@ -71,7 +71,7 @@ class SGDSolver(Solver):
         if norm > clip:
             scale = np.float32(clip) / norm
             log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
-                     _g(norm), _g(clip), _g(scale), extra=at("sgd_solver.cpp:99"))
+                     number(norm), number(clip), number(scale), extra=at("sgd_solver.cpp:99"))
             for blob in params:
                 blob.diff[...] *= scale
 
@@ -121,10 +121,10 @@ class SGDSolver(Solver):
             layer = layer_names[layer_of[param_id][0]]
             if owners[param_id] < 0:
                 data = float(xp.abs(blob.data).sum()) / count
-                log.info("    [Update] Layer %s, param %s data: %s; diff: %s", layer, names[param_id], _g(data),
-                         _g(diff), extra=at("net.cpp:636"))
+                log.info("    [Update] Layer %s, param %s data: %s; diff: %s", layer, names[param_id], number(data),
+                         number(diff), extra=at("net.cpp:636"))
             else:
                 owner = owners[param_id]
                 log.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) diff: %s", layer,
-                         names[param_id], layer_names[layer_of[owner][0]], names[owner], _g(diff),
+                         names[param_id], layer_names[layer_of[owner][0]], names[owner], number(diff),
                          extra=at("net.cpp:645"))

@@ -28,7 +28,8 @@ def rates(p, iterations):
 
 CASES = [
     ('lr_policy: "fixed" base_lr: 0.5', [0, 7, 1000], [0.5, 0.5, 0.5]),
-    ('lr_policy: "step" base_lr: 0.1 gamma: 0.5 stepsize: 3', [0, 2, 3, 5, 6, 9], [0.1, 0.1, 0.05, 0.05, 0.025, 0.0125]),
+    ('lr_policy: "step" base_lr: 0.1 gamma: 0.5 stepsize: 3', [0, 2, 3, 5, 6, 9],
+     [0.1, 0.1, 0.05, 0.05, 0.025, 0.0125]),
     ('lr_policy: "exp" base_lr: 2 gamma: 0.5', [0, 1, 2, 3], [2, 1, 0.5, 0.25]),
     ('lr_policy: "inv" base_lr: 0.01 gamma: 0.0001 power: 0.75', [0, 100, 10000],
      [0.01, 0.01 * 1.01 ** -0.75, 0.01 * 2 ** -0.75]),

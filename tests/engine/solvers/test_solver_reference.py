@@ -108,3 +108,24 @@ def test_caffes_lenet_state_restores(monkeypatch, tmp_path):
     weights = formats.read_weights("weights_iter_5000.caffemodel")
     np.testing.assert_array_equal(solver.net.params["conv2"][0].data,
                                   formats.blobproto_to_array(weights["conv2"][0]))
+
+
+@pytest.mark.slow
+def test_caffe_test_command_reproduces_caffes_scores(tmp_path, capsys):
+    """README: `caffe test` of Caffe's LeNet snapshot on Caffe's test_lmdb prints accuracy = 0.8981 and
+    loss = 0.286322; tools/test (the same code as `caffe test`) must print the same."""
+    trained = REFERENCE / "trained" / "lenet_fmnist"
+    if not (trained / "test_lmdb").is_dir():
+        pytest.skip("no trained LeNet in caffe-reference")
+    from engine.solvers import cli
+
+    root = Path(__file__).resolve().parents[3]
+    text = (root / "nets" / "lenet" / "train_test.prototxt").read_text()
+    text = text.replace("data/fashion_mnist/test_lmdb", str(trained / "test_lmdb"))
+    (tmp_path / "lenet.prototxt").write_text(text)
+    status = cli.test_main(["--model", str(tmp_path / "lenet.prototxt"), "--weights",
+                            str(trained / "weights_iter_5000.caffemodel"), "--iterations", "100"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert re.search(r"\] accuracy = 0\.8981$", err, re.M)
+    assert re.search(r"\] loss = 0\.286322 \(\* 1 = 0\.286322 loss\)$", err, re.M)

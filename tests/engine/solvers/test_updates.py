@@ -300,3 +300,23 @@ def test_pycaffe_names():
     solver.share_weights(other)
     solver.net.learnable_params[0].data[...] = 7
     assert float(other.params["ip"][0].data[0, 0]) == 7
+
+
+def test_train_net_and_test_net_fields(tmp_path, monkeypatch):
+    """train_net/test_net files and train_net_param/test_net_param, each test net with its own test_iter."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.prototxt").write_text(NET)
+    (tmp_path / "b.prototxt").write_text(NET.replace('name: "tiny"', 'name: "tiny_b"'))
+    p = parse_text('train_net: "a.prototxt" test_net: "a.prototxt" test_net: "b.prototxt" test_iter: 1 '
+                   'test_iter: 2 test_interval: 5 base_lr: 0.1 lr_policy: "fixed"', caffe_pb2.SolverParameter())
+    solver = get_solver(p)
+    assert [net.name for net in solver.test_nets] == ["tiny", "tiny_b"]
+    assert all(net.phase == engine.TEST for net in solver.test_nets) and solver.net.phase == engine.TRAIN
+    p = parse_text('test_iter: 1 test_interval: 5 base_lr: 0.1 lr_policy: "fixed"', caffe_pb2.SolverParameter())
+    parse_text(NET, p.train_net_param)
+    parse_text(NET.replace('name: "tiny"', 'name: "tiny_p"'), p.test_net_param.add())
+    solver = get_solver(p)
+    assert [net.name for net in solver.test_nets] == ["tiny_p"]
+    p.test_iter.append(3)  # test_net_param given: exactly one test_iter each
+    with pytest.raises(SolverError, match="test_iter must be specified for each test network"):
+        get_solver(p)
