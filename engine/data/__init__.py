@@ -10,7 +10,7 @@ Modules:
     idx        MNIST's IDX files
     listfile   "path label" image lists
     hints      the commands that build a missing database or mean file
-    gflags, toolkit  flag parsing and shared plumbing of the dataset tools
+    toolkit          shared plumbing of the dataset tools (flags: engine.gflags)
 """
 
 from .db import open_db, open_writer

@@ -3,7 +3,7 @@
 import sys
 
 from . import commands, timing
-from . import flags as gflags
+from .. import gflags
 
 CAFFE_USAGE = """caffe: command line brew
 usage: caffe <command> <args>

@@ -16,7 +16,7 @@ from .. import backend, caffe_pb2
 from ..errors import CaffeError, SolverError
 from ..log import Progress, at, glog_handler, number, remove, setup
 from ..net import Net
-from . import flags as gflags
+from .. import gflags
 from . import signals, solver_class
 from .netsetup import read_solver_param
 

@@ -44,7 +44,7 @@ def test_tools_are_executable_and_have_help(tool, tmp_path):
     assert os.access(TOOLS / tool, os.X_OK)
     assert (TOOLS / tool).read_text().startswith("#!/usr/bin/env python3\n")
     result = run(tool, "--help", cwd=tmp_path)
-    assert result.returncode == 0 and "Usage" in result.stdout and "--backend" in result.stdout
+    assert result.returncode == 0 and "Usage" in result.stdout and "-backend" in result.stdout
 
 
 @pytest.mark.parametrize("backend,gz", [("lmdb", True), pytest.param("leveldb", False, marks=needs_plyvel)])

@@ -1,10 +1,13 @@
 """Command-line flags spelled as gflags accepts them, so Caffe's command lines work unchanged:
 `-solver x`, `--solver x`, `--solver=x`, `-solver=x`; booleans also as `--name` / `--noname`.
+Positional arguments may come before or after flags; `--` ends the flags. Every tool parses
+its flags here; a FlagError is printed by the tool as one line.
 """
 
+import sys
 from dataclasses import dataclass
 
-from ..errors import CaffeError
+from .errors import CaffeError
 
 
 @dataclass
@@ -73,6 +76,14 @@ def parse(argv, flags):
         given.add(name)
     values["_given"] = given
     return values, positional
+
+
+def parse_or_help(argv, flags, program, summary):
+    """`parse`, but `-h`/`--help` prints the usage and exits 0 first (for the simple tools)."""
+    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
+        print(usage(program, summary, flags))
+        sys.exit(0)
+    return parse(argv, flags)
 
 
 def usage(program, summary, flags):
