@@ -10,7 +10,11 @@ offsets in row-major order, exactly as Caffe's im2col):
 - batch_first=True:  (num, K, *out)  -- Caffe's per-image buffer, stacked;
   the Im2col layer's top.
 - batch_first=False: (K, num, *out)  -- rows span the whole batch, so a
-  convolution is one matrix product per group.
+  convolution is one matrix product per group. The batch sits between K
+  and the output cells, so moving to and from blob order (num, channels,
+  cells) copies whole contiguous planes; a batch-innermost layout would
+  make those copies stride by a power of two in common shapes, which
+  thrashes the cache (tens of times slower).
 
 `OffsetWindows` serves pooling: it splits the padded image by stride phase,
 so that for each kernel offset the inputs of all windows form a unit-stride
@@ -49,15 +53,20 @@ def pad_spatial(x, before, after, value=0):
     return padded
 
 
-def window_view(padded, kernel, stride, dilation, out_shape):
-    """A read-only strided view (num, channels, *kernel, *out) of `padded`."""
+def _strided_windows(padded, first, kernel, stride, dilation, out_shape):
+    """View of `padded` with its spatial axes (from `first`) split into (*kernel, *out)."""
     xp = get_array_module(padded)
-    lead_strides = padded.strides[:2]
-    axis_strides = padded.strides[2:]
-    shape = padded.shape[:2] + tuple(kernel) + tuple(out_shape)
-    strides = (lead_strides + tuple(st * d for st, d in zip(axis_strides, dilation))
-               + tuple(st * s for st, s in zip(axis_strides, stride)))
+    count = len(kernel)
+    axis_strides = padded.strides[first:first + count]
+    shape = padded.shape[:first] + tuple(kernel) + tuple(out_shape) + padded.shape[first + count:]
+    strides = (padded.strides[:first] + tuple(st * d for st, d in zip(axis_strides, dilation))
+               + tuple(st * s for st, s in zip(axis_strides, stride)) + padded.strides[first + count:])
     return _as_strided(xp)(padded, shape=shape, strides=strides)
+
+
+def window_view(padded, kernel, stride, dilation, out_shape):
+    """A read-only strided view (num, channels, *kernel, *out) of `padded` (num, channels, *spatial)."""
+    return _strided_windows(padded, 2, kernel, stride, dilation, out_shape)
 
 
 def _out_shape(spatial, kernel, pad, stride, dilation):
@@ -68,10 +77,11 @@ def _out_shape(spatial, kernel, pad, stride, dilation):
 def im2col(x, kernel, pad, stride, dilation=None, batch_first=True, out=None):
     """Columns of `x` (num, channels, *spatial); see the module docstring for layouts.
 
-    `out`, when given, is a contiguous array of the result's shape (or size)
-    to fill instead of allocating one.
+    `out`, when given, is a contiguous array of the result's size to fill
+    instead of allocating one.
     """
     num_axes = x.ndim - 2
+    kernel, pad, stride = tuple(kernel), tuple(pad), tuple(stride)
     dilation = tuple(dilation or (1,) * num_axes)
     out_shape = _out_shape(x.shape[2:], kernel, pad, stride, dilation)
     num, channels = x.shape[:2]
@@ -81,8 +91,8 @@ def im2col(x, kernel, pad, stride, dilation=None, batch_first=True, out=None):
         shape = (num, rows) + out_shape
     else:
         # (channels, *kernel, num, *out): channel and offsets first, then the batch.
-        order = (1,) + tuple(range(2, 2 + num_axes)) + (0,) + tuple(range(2 + num_axes, 2 + 2 * num_axes))
-        view = view.transpose(order)
+        spatial_axes = tuple(range(2, 2 + num_axes))
+        view = view.transpose((1,) + spatial_axes + (0,) + tuple(a + num_axes for a in spatial_axes))
         shape = (rows, num) + out_shape
     xp = get_array_module(x)
     if out is None:
@@ -96,32 +106,28 @@ def im2col(x, kernel, pad, stride, dilation=None, batch_first=True, out=None):
 def col2im(cols, image_shape, kernel, pad, stride, dilation=None, batch_first=True):
     """Sum columns back into an image (num, channels, *spatial): the adjoint of im2col.
 
-    Returns a view into a fresh padded buffer (transposed when
-    batch_first=False); callers copy it where it belongs.
+    Returns a view into a fresh padded buffer (with the first two axes
+    swapped when batch_first=False); callers copy it where it belongs.
     """
     xp = get_array_module(cols)
     num, channels = image_shape[:2]
     spatial = tuple(image_shape[2:])
-    num_axes = len(spatial)
-    dilation = tuple(dilation or (1,) * num_axes)
+    kernel, pad, stride = tuple(kernel), tuple(pad), tuple(stride)
+    dilation = tuple(dilation or (1,) * len(spatial))
     out_shape = _out_shape(spatial, kernel, pad, stride, dilation)
-    padded_spatial = tuple(s + 2 * p for s, p in zip(spatial, pad))
-    lead = (num, channels) if batch_first else (channels, num)
-    buffer = xp.zeros(lead + padded_spatial, dtype=cols.dtype)
+    padded = tuple(s + 2 * p for s, p in zip(spatial, pad))
+    both = (slice(None), slice(None))
     if batch_first:
-        cols = cols.reshape((num, channels) + tuple(kernel) + out_shape)
+        buffer = xp.zeros((num, channels) + padded, dtype=cols.dtype)
+        cols = cols.reshape((num, channels) + kernel + out_shape)
     else:
-        cols = cols.reshape((channels,) + tuple(kernel) + (num,) + out_shape)
+        buffer = xp.zeros((channels, num) + padded, dtype=cols.dtype)
+        cols = cols.reshape((channels,) + kernel + (num,) + out_shape)
     for offset in kernel_offsets(kernel):
-        target = (slice(None), slice(None)) + tuple(
-            slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offset, dilation, stride, out_shape))
-        if batch_first:
-            source = (slice(None), slice(None)) + offset
-        else:
-            source = (slice(None),) + offset
-        buffer[target] += cols[source]
-    inner = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad, spatial))
-    image = buffer[inner]
+        target = both + tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                              for o, d, s, n in zip(offset, dilation, stride, out_shape))
+        buffer[target] += cols[both + offset] if batch_first else cols[(slice(None),) + offset]
+    image = buffer[both + tuple(slice(p, p + s) for p, s in zip(pad, spatial))]
     return image if batch_first else image.swapaxes(0, 1)
 
 

@@ -7,6 +7,12 @@ per group, so each pass is one batched matrix product over the groups:
 Deconvolution is Convolution with forward and backward-data swapped, which is
 why its weights are shaped (channels, num_output / group, *kernel).
 
+Batches whose columns exceed COLUMN_BUFFER_LIMIT elements run in chunks of
+images, which bounds the memory a layer keeps. When the whole batch fits,
+Convolution's forward leaves its columns in the buffer and the weight
+gradient reuses them, where Caffe recomputes the same values from the same
+bottom (a net never changes a bottom between its forward and backward).
+
 `force_nd_im2col` and `engine` select implementations in Caffe, not results;
 they are accepted and have no effect here.
 """

@@ -37,6 +37,25 @@ def _window_sum(a, axis, size):
     return total
 
 
+def _negative_power(base, beta):
+    """base ** -beta; the exponents LRN nets use (0.75 above all) through square roots.
+
+    Two square roots and a reciprocal cost a fifth of a general power and
+    stay within a few ulp of it.
+    """
+    xp = get_array_module(base)
+    if beta == 0.75:
+        root = xp.sqrt(base)
+        root *= xp.sqrt(root)
+        return xp.reciprocal(root, out=root)
+    if beta == 0.5:
+        root = xp.sqrt(base)
+        return xp.reciprocal(root, out=root)
+    if beta == 1:
+        return xp.reciprocal(base)
+    return xp.power(base, base.dtype.type(-beta))
+
+
 @register_layer
 class LRNLayer(Layer):
     type = "LRN"
@@ -59,19 +78,18 @@ class LRNLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        xp = get_array_module(x)
         dtype = x.dtype.type
         if self.region == ACROSS:
             scale = _window_sum(x * x, 1, self.size)
             scale *= dtype(self.alpha / self.size)
             scale += dtype(self.k)
-            factor = xp.power(scale, dtype(-self.beta))
+            factor = _negative_power(scale, self.beta)
             self._saved = (scale, factor)
         else:
             box = _window_sum(_window_sum(x * x, 2, self.size), 3, self.size)
             base = box * dtype(self.alpha / (self.size * self.size))
             base += dtype(1)
-            factor = xp.power(base, dtype(-self.beta))
+            factor = _negative_power(base, self.beta)
             self._saved = (base, factor)
         top[0].data[...] = x * factor
 

@@ -36,9 +36,26 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 LOOP_OFFSETS = 64
 
 
+def _lowest_bit_table(xp):
+    """Index of the lowest set bit of every 16-bit value (-1 for 0), as int8."""
+    values = np.arange(1 << 16, dtype=np.int64)
+    table = np.full(1 << 16, -1, dtype=np.int8)
+    lowest = values & -values
+    table[1:] = np.log2(lowest[1:]).astype(np.int8)
+    return xp.asarray(table)
+
+
+_TABLES = {}
+
+
 def _first_set_bit(bits):
     """Index of the lowest set bit of each element, -1 where none is set."""
     xp = get_array_module(bits)
+    if bits.dtype.itemsize <= 2:
+        table = _TABLES.get(xp)
+        if table is None:
+            table = _TABLES[xp] = _lowest_bit_table(xp)
+        return table[bits]
     lowest = bits & (~bits + bits.dtype.type(1))
     _, exponent = xp.frexp(lowest.astype(np.float32))
     return exponent.astype(np.int32) - 1
@@ -118,44 +135,89 @@ class PoolingLayer(Layer):
             best = slices[0].copy()
             for view in slices[1:]:
                 xp.fmax(best, view, out=best)  # fmax: a NaN input never wins, as in Caffe
+            # Bit k of `bits` says offset k holds the maximum; the lowest set bit is Caffe's choice.
             dtype = _bit_dtype(len(slices))
             bits = xp.zeros(best.shape, dtype=dtype)
+            equal = xp.empty(best.shape, dtype=bool)
+            flag = xp.empty(best.shape, dtype=dtype)
             for index, view in enumerate(slices):
-                bits |= (view == best).astype(dtype) << dtype(index)
+                xp.equal(view, best, out=equal)
+                xp.multiply(equal, dtype(1 << index), out=flag)
+                bits |= flag
             argmax = _first_set_bit(bits)
         else:
-            after = [(n - 1) * s + k - p - size for n, s, k, p, size
-                     in zip(self.out_shape, self.stride, self.kernel, self.pad, x.shape[2:])]
-            padded = pad_spatial(x, self.pad, [max(0, a) for a in after], -np.inf)
-            view = window_view(padded, self.kernel, self.stride, (1, 1), self.out_shape)
+            view = self._padded_view(x, -np.inf)[1]
             flat = view.reshape(x.shape[:2] + (windows.num_offsets,) + self.out_shape)
             argmax = xp.argmax(flat, axis=2).astype(np.int32)
             best = xp.take_along_axis(flat, argmax[:, :, None], axis=2)[:, :, 0]
         valid = best > -FLT_MAX
-        best = xp.where(valid, best, x.dtype.type(-FLT_MAX))
-        argmax = xp.where(valid, argmax, -1)
+        self._all_chosen = bool(valid.all())
+        if not self._all_chosen:
+            best = xp.where(valid, best, x.dtype.type(-FLT_MAX))
+            argmax = xp.where(valid, argmax, -1)
         return best, argmax
 
     def _flat_index(self, argmax, width):
         """Caffe's mask: the chosen input's index h * W + w within its channel (-1: none)."""
         xp = get_array_module(argmax)
-        kw = self.kernel[1]
+        kh, kw = self.kernel
         rows = xp.asarray(self.windows.window_starts(0), dtype=np.int64).reshape(-1, 1)
         cols = xp.asarray(self.windows.window_starts(1), dtype=np.int64).reshape(1, -1)
-        index = (rows + argmax // kw) * width + cols + argmax % kw
-        return xp.where(argmax >= 0, index, -1)
+        # Offset k = i * kw + j lies i rows and j columns into its window.
+        steps = xp.asarray([i * width + j for i in range(kh) for j in range(kw)], dtype=np.int64)
+        index = rows * width + cols + steps[xp.maximum(argmax, 0)]
+        return index if self._all_chosen else xp.where(argmax >= 0, index, -1)
+
+    def _route(self, dy, bottom):
+        """Bottom diff of MAX and STOCHASTIC (TRAIN): each top diff goes to its chosen input."""
+        xp = get_array_module(dy)
+        num, channels, height, width = bottom.shape
+        plane = height * width
+        within = self._flat_index(self._argmax, width)
+        index = within + (xp.arange(num * channels, dtype=np.int64) * plane).reshape(num, channels, 1, 1)
+        values = dy
+        if not self._all_chosen:
+            values = xp.where(within >= 0, dy, 0)
+            index = xp.where(within >= 0, index, 0)
+        diff = bottom.diff.reshape(-1)
+        diff[...] = 0
+        xp.add.at(diff, index.reshape(-1), values.reshape(-1))
+
+    def _padded_view(self, array, fill):
+        """Window view (num, channels, kh, kw, out_h, out_w) over `array` padded with `fill`."""
+        after = [max(0, (n - 1) * s + k - p - size) for n, s, k, p, size
+                 in zip(self.out_shape, self.stride, self.kernel, self.pad, array.shape[2:])]
+        padded = pad_spatial(array, self.pad, after, fill)
+        return padded, window_view(padded, self.kernel, self.stride, (1, 1), self.out_shape)
 
     def _sum(self, x):
-        xp = get_array_module(x)
-        phases = self.windows.split(x, 0)
-        total = None
-        for offset in self.windows.offsets():
-            view = self.windows.at(phases, offset)
-            if total is None:
-                total = view.copy()
-            else:
-                total += view
-        return total if total is not None else xp.zeros(x.shape[:2] + self.out_shape, x.dtype)
+        """Window sums, padding counting as zeros."""
+        windows = self.windows
+        if windows.num_offsets > LOOP_OFFSETS:
+            return get_array_module(x).sum(self._padded_view(x, 0)[1], axis=(2, 3))
+        phases = windows.split(x, 0)
+        offsets = list(windows.offsets())
+        total = windows.at(phases, offsets[0]).copy()
+        for offset in offsets[1:]:
+            total += windows.at(phases, offset)
+        return total
+
+    def _spread(self, share, bottom):
+        """AVE backward: every input receives the shares of the windows that cover it."""
+        xp = get_array_module(share)
+        windows = self.windows
+        disjoint = all(s >= k for s, k in zip(self.stride, self.kernel))
+        if windows.num_offsets > LOOP_OFFSETS and disjoint:
+            # Windows do not overlap: write each share through the window view at once.
+            padded, view = self._padded_view(xp.zeros(bottom.shape, dtype=share.dtype), 0)
+            view[...] = share[:, :, None, None]
+            inner = (Ellipsis,) + tuple(slice(p, p + size) for p, size in zip(self.pad, bottom.shape[2:]))
+            bottom.diff[...] = padded[inner]
+            return
+        grads = windows.zeros(xp, share.shape[:2], share.dtype)
+        for offset in windows.offsets():
+            windows.at(grads, offset)[...] += share
+        windows.merge(grads, bottom.diff)
 
     def _divisor(self, x):
         xp = get_array_module(x)
@@ -180,6 +242,7 @@ class PoolingLayer(Layer):
             hit = (running >= threshold) & (chosen < 0)
             values = xp.where(hit, view, values)
             chosen = xp.where(hit, index, chosen)
+        self._all_chosen = bool((chosen >= 0).all())
         return values, chosen
 
     def _weighted_average(self, x):
@@ -194,21 +257,18 @@ class PoolingLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        xp = get_array_module(top[0].diff)
         dy = top[0].diff
-        windows = self.windows
-        grads = windows.zeros(xp, dy.shape[:2], dy.dtype)
         if self.method == AVE:
-            share = dy / self._divisor(bottom[0].data)
-            for offset in windows.offsets():
-                windows.at(grads, offset)[...] += share
+            self._spread(dy / self._divisor(bottom[0].data), bottom[0])
         elif self.method == MAX or self.phase == caffe_pb2.TRAIN:
             self.check(self._argmax is not None, "backward called before forward")
-            for index, offset in enumerate(windows.offsets()):
-                windows.at(grads, offset)[...] += (self._argmax == index) * dy
+            self._route(dy, bottom[0])
         else:
+            xp = get_array_module(dy)
+            windows = self.windows
+            grads = windows.zeros(xp, dy.shape[:2], dy.dtype)
             average, total, slices = self._weighted_average(bottom[0].data)
             scale = dy / total
             for offset, view in zip(windows.offsets(), slices):
                 windows.at(grads, offset)[...] += (2 * view - average) * scale
-        windows.merge(grads, bottom[0].diff)
+            windows.merge(grads, bottom[0].diff)

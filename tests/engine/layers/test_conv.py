@@ -21,11 +21,12 @@ def conv_text(params, kind="Convolution"):
 
 def reference_conv(x, w, b, stride, pad, dilation, group):
     """Direct convolution, one output cell at a time (x: (N, C, *spatial), w: (O, C/g, *kernel))."""
-    num, channels = x.shape[:2]
+    num = x.shape[0]
     outputs, per_group = w.shape[:2]
     kernel = w.shape[2:]
     spatial = x.shape[2:]
-    out = [(s + 2 * p - (d * (k - 1) + 1)) // st + 1 for s, k, p, st, d in zip(spatial, kernel, pad, stride, dilation)]
+    out = [(s + 2 * p - (d * (k - 1) + 1)) // st + 1
+           for s, k, p, st, d in zip(spatial, kernel, pad, stride, dilation)]
     y = np.zeros((num, outputs) + tuple(out))
     o_per_group = outputs // group
     for o, cell in itertools.product(range(outputs), itertools.product(*(range(n) for n in out))):
@@ -53,7 +54,8 @@ def reference_deconv(x, w, b, stride, pad, dilation, group):
         for o, offset in itertools.product(range(per_group_out), itertools.product(*(range(k) for k in kernel))):
             pos = [q * st - p + off * d for q, st, p, off, d in zip(cell, stride, pad, offset, dilation)]
             if all(0 <= v < s for v, s in zip(pos, out)):
-                y[(slice(None), g * per_group_out + o) + tuple(pos)] += w[(c, o) + offset] * x[(slice(None), c) + cell]
+                contribution = w[(c, o) + offset] * x[(slice(None), c) + cell]
+                y[(slice(None), g * per_group_out + o) + tuple(pos)] += contribution
     if b is not None:
         y += b.reshape((1, -1) + (1,) * len(spatial))
     return y

@@ -98,15 +98,33 @@ def test_max_with_loop_and_gather_paths_agree(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("params", ["kernel_size: 3 stride: 2 pad: 1", "kernel_size: 2 stride: 3",
+                                    "kernel_h: 3 kernel_w: 2 stride: 2"])
+def test_ave_view_and_offset_paths_agree(monkeypatch, params):
+    x = RNG.standard_normal((2, 2, 7, 8))
+    text = f'type: "Pooling" pooling_param {{ pool: AVE {params} }}'
+    layer, bottom, top = build_layer(text, [x])
+    dy = RNG.standard_normal(forward(layer, bottom, top)[0].shape)
+    results = []
+    for limit in (pooling.LOOP_OFFSETS, 1):
+        monkeypatch.setattr(pooling, "LOOP_OFFSETS", limit)
+        y = forward(layer, bottom, top)[0]
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        results.append((y, bottom[0].diff.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_global_pooling(method):
     x = RNG.standard_normal((2, 3, 9, 10))  # 90 offsets: the gather path for MAX
-    layer, bottom, top = build_layer(f'type: "Pooling" pooling_param {{ pool: {method} global_pooling: true }}', [x])
+    text = f'type: "Pooling" pooling_param {{ pool: {method} global_pooling: true }}'
+    layer, bottom, top = build_layer(text, [x])
     got = forward(layer, bottom, top)[0]
     reduce = np.max if method == "MAX" else np.mean
     np.testing.assert_allclose(got, reduce(x, axis=(2, 3), keepdims=True), rtol=1e-12)
-    check_gradient(f'type: "Pooling" pooling_param {{ pool: {method} global_pooling: true }}',
-                   [distinct((2, 2, 9, 10))], max_checks=40)
+    check_gradient(text, [distinct((2, 2, 9, 10))], max_checks=40)
 
 
 def test_round_mode_floor():
