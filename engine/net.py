@@ -96,7 +96,7 @@ class Net:
             self.layers.append(layer)
             need_backward = self._wire_bottoms(layer_index, lparam, name_to_id, available)
             self._wire_tops(layer_index, lparam, layer, name_to_id, available)
-            bottoms, tops = self._bottom_blobs(layer_index), self._top_blobs(layer_index)
+            bottoms, tops = self.bottom_blobs(layer_index), self.top_blobs(layer_index)
             try:
                 layer.set_up(bottoms, tops)
             except CaffeError:
@@ -176,10 +176,10 @@ class Net:
         return len(self._blobs) - 1
 
     def _init_params(self):
-        self._params = []  # every parameter blob, shared ones repeated
-        self._param_owners = []
-        self._param_display_names = []
-        self._param_layer_indices = []
+        self.all_params = []  # every parameter blob in layer order, shared ones repeated
+        self.param_owners = []
+        self.param_display_names = []
+        self.param_layer_indices = []
         self._param_names_index = {}
         self.learnable_params = []
         self._learnable_param_ids = []
@@ -199,15 +199,15 @@ class Net:
         return need_backward
 
     def _append_param(self, layer_index, lparam, layer, param_index, spec):
-        net_param_id = len(self._params)
+        net_param_id = len(self.all_params)
         name = spec.name
-        self._params.append(layer.blobs[param_index])
-        self._param_layer_indices.append((layer_index, param_index))
-        self._param_display_names.append(name or str(param_index))
+        self.all_params.append(layer.blobs[param_index])
+        self.param_layer_indices.append((layer_index, param_index))
+        self.param_display_names.append(name or str(param_index))
         if not name or name not in self._param_names_index:
             if name:
                 self._param_names_index[name] = net_param_id
-            self._param_owners.append(-1)
+            self.param_owners.append(-1)
             self._learnable_param_ids.append(len(self.learnable_params))
             self.learnable_params.append(layer.blobs[param_index])
             self._has_params_lr.append(spec.HasField("lr_mult"))
@@ -216,9 +216,9 @@ class Net:
             self.params_weight_decay.append(spec.decay_mult)
             return
         owner_id = self._param_names_index[name]
-        self._param_owners.append(owner_id)
-        owner_layer, owner_index = self._param_layer_indices[owner_id]
-        owner = self._params[owner_id]
+        self.param_owners.append(owner_id)
+        owner_layer, owner_index = self.param_layer_indices[owner_id]
+        owner = self.all_params[owner_id]
         mine = layer.blobs[param_index]
         if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
             if owner.count != mine.count:
@@ -235,7 +235,7 @@ class Net:
                     f"'{lparam.name}'; shape mismatch. Owner layer param shape is {owner.shape}; "
                     f"sharing layer expects shape {mine.shape}")
             layer.blobs[param_index] = owner
-            self._params[net_param_id] = owner
+            self.all_params[net_param_id] = owner
         learnable_id = self._learnable_param_ids[owner_id]
         self._learnable_param_ids.append(learnable_id)
         for field, has, values in (("lr_mult", self._has_params_lr, self.params_lr),
@@ -283,10 +283,12 @@ class Net:
                 self.blob_need_backward[blob_id] = self.blob_need_backward[blob_id] or needs[bottom_index]
             layer.param_propagate_down = [True] * len(layer.blobs)
 
-    def _bottom_blobs(self, layer_index):
+    def bottom_blobs(self, layer_index):
+        """The bottom Blobs of layer `layer_index` (Caffe's bottom_vecs)."""
         return [self._blobs[i] for i in self.bottom_ids[layer_index]]
 
-    def _top_blobs(self, layer_index):
+    def top_blobs(self, layer_index):
+        """The top Blobs of layer `layer_index` (Caffe's top_vecs)."""
         return [self._blobs[i] for i in self.top_ids[layer_index]]
 
     # -- pycaffe's properties ---------------------------------------------------------
@@ -336,7 +338,7 @@ class Net:
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         for i in range(start, end + 1):
-            loss += self.layers[i].run_forward(self._bottom_blobs(i), self._top_blobs(i))
+            loss += self.layers[i].run_forward(self.bottom_blobs(i), self.top_blobs(i))
             if self.debug_info:
                 self._forward_debug_info(i)
         return loss
@@ -345,8 +347,8 @@ class Net:
         start = len(self.layers) - 1 if start is None else start
         for i in range(start, end - 1, -1):
             if self.layer_need_backward[i]:
-                self.layers[i].run_backward(self._top_blobs(i), self.bottom_need_backward[i],
-                                            self._bottom_blobs(i))
+                self.layers[i].run_backward(self.top_blobs(i), self.bottom_need_backward[i],
+                                            self.bottom_blobs(i))
                 if self.debug_info:
                     self._backward_debug_info(i)
 
@@ -406,7 +408,7 @@ class Net:
 
     def reshape(self):
         for i, layer in enumerate(self.layers):
-            layer.reshape(self._bottom_blobs(i), self._top_blobs(i))
+            layer.reshape(self.bottom_blobs(i), self.top_blobs(i))
 
     def clear_param_diffs(self):
         for blob in self.learnable_params:

@@ -42,8 +42,7 @@ def summarize(net):
     seen = set()
     rows = []
     for index, layer in enumerate(net.layers):
-        bottoms = [net._blobs[i] for i in net.bottom_ids[index]]
-        tops = [net._blobs[i] for i in net.top_ids[index]]
+        bottoms, tops = net.bottom_blobs(index), net.top_blobs(index)
         params = 0
         for blob in layer.blobs:
             key = id(blob._data)

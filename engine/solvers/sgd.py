@@ -107,12 +107,8 @@ class SGDSolver(Solver):
     def _update_debug_info(self):
         """Caffe's [Update] lines: mean |data| and |diff| of each parameter about to be updated."""
         net = self.net
-        names = getattr(net, "_param_display_names", None)
-        owners = getattr(net, "_param_owners", None)
-        layer_of = getattr(net, "_param_layer_indices", None)
-        params = getattr(net, "_params", None)
-        if names is None or owners is None or layer_of is None or params is None:
-            return
+        names, owners, layer_of = net.param_display_names, net.param_owners, net.param_layer_indices
+        params = net.all_params
         layer_names = list(net.layer_dict)
         for param_id, blob in enumerate(params):
             xp = backend.get_array_module(blob.diff)

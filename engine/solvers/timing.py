@@ -50,8 +50,8 @@ def time_net(values):
     log.info("Performing Backward", extra=at("caffe.cpp:358"))
     net.backward_from_to()
     layers = net.layers
-    bottoms = [net._bottom_blobs(i) for i in range(len(layers))]
-    tops = [net._top_blobs(i) for i in range(len(layers))]
+    bottoms = [net.bottom_blobs(i) for i in range(len(layers))]
+    tops = [net.top_blobs(i) for i in range(len(layers))]
     log.info("*** Benchmark begins ***", extra=at("caffe.cpp:365"))
     iterations = _positive_iterations(values)
     log.info("Testing for %d iterations.", iterations, extra=at("caffe.cpp:366"))
