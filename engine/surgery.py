@@ -76,12 +76,8 @@ def _as_convolution(layer, new_name, kernel, rename):
     return conv_layer
 
 
-def fc_to_conv_param(net_param, bottom_shapes, layers=None, suffix="-conv"):
-    """The converted NetParameter and the list of Conversions.
-
-    `bottom_shapes` maps layer names to their first bottom's shape (from a
-    built net); `layers` names the InnerProduct layers to convert (default: all).
-    """
+def _layers_to_convert(net_param, layers):
+    """The InnerProduct layers to convert: `layers`, checked, or all of them."""
     inner_products = [layer.name for layer in net_param.layer if layer.type == "InnerProduct"]
     wanted = list(inner_products if layers is None else layers)
     for name in wanted:
@@ -90,6 +86,16 @@ def fc_to_conv_param(net_param, bottom_shapes, layers=None, suffix="-conv"):
             what = f"is a {kinds[name]} layer" if name in kinds else "is not in the net"
             raise NetError(f"cannot convert '{name}' to a convolution: it {what} "
                            f"(InnerProduct layers: {', '.join(inner_products) or 'none'})")
+    return wanted
+
+
+def fc_to_conv_param(net_param, bottom_shapes, layers=None, suffix="-conv"):
+    """The converted NetParameter and the list of Conversions.
+
+    `bottom_shapes` maps layer names to their first bottom's shape (from a
+    built net); `layers` names the InnerProduct layers to convert (default: all).
+    """
+    wanted = _layers_to_convert(net_param, layers)
     result = caffe_pb2.NetParameter()
     result.CopyFrom(net_param)
     del result.layer[:]
@@ -157,6 +163,7 @@ def fc_to_conv(model, weights=None, layers=None, suffix="-conv", input_shape=Non
     the converted net (e.g. 1,3,451,451 for a map of scores).
     """
     net_param = formats.read_net(model)
+    _layers_to_convert(net_param, layers)  # fail before loading (possibly large) weights
     source = Net(net_param, TEST, weights=weights)
     converted, conversions = fc_to_conv_param(net_param, _bottom_shapes(source), layers, suffix)
     if input_shape is not None:

@@ -73,14 +73,34 @@ def _classes(train_val):
     raise ValueError(f"net '{train_val.name}' has no classifier")
 
 
-def run_smoke(spec, iterations=20, root="."):
-    """Losses of `iterations` solver steps of zoo net `spec` on one fixed generated batch."""
+def train_batch(train_val):
+    """The batch size of the TRAIN Data layer."""
+    for layer in train_val.layer:
+        if layer.type == "Data" and not any(rule.phase == caffe_pb2.TEST for rule in layer.include):
+            return layer.data_param.batch_size
+    raise ValueError(f"net '{train_val.name}' has no TRAIN Data layer")
+
+
+def run_smoke(spec, iterations=20, root=".", lr_scale=None, batch=None, size=None):
+    """Losses of `iterations` solver steps of zoo net `spec` on one fixed generated batch.
+
+    The learning rate follows the linear scaling rule (base_lr times the
+    smoke batch over the solver's batch x iter_size) unless `lr_scale` is given:
+    the zoo's rates are tuned for hundreds of images per step, and a batch of
+    two at full rate makes the deep nets without BatchNorm diverge.
+    """
     import engine
 
-    batch, size = spec.smoke_size
-    size = size or spec.input_shape[-1]
+    batch = batch or spec.smoke_size[0]
+    size = size or spec.smoke_size[1] or spec.input_shape[-1]
     net = smoke_net(spec.train_val, batch, size)
-    solver = engine.get_solver(smoke_solver(f"{root}/{spec.solver_path}", net, iterations))
+    param = smoke_solver(f"{root}/{spec.solver_path}", net, iterations)
+    if lr_scale is None:
+        lr_scale = spec.smoke_lr_scale
+    if lr_scale is None:
+        lr_scale = min(1.0, batch / (train_batch(spec.train_val) * max(1, spec.solver.iter_size)))
+    param.base_lr *= lr_scale
+    solver = engine.get_solver(param)
     data, labels = fixed_batch(spec.train_val, batch, size, _classes(spec.train_val))
     solver.net.blobs["data"].data[...] = data
     solver.net.blobs["label"].data[...] = labels

@@ -18,6 +18,8 @@ class ZooNet:
     # A smaller (batch, height/width) the same layers accept, for training a few
     # iterations in CI; None keeps the published size.
     smoke_size: tuple = (2, None)
+    # Learning-rate factor for that run; None applies the linear scaling rule (see smoke.run_smoke).
+    smoke_lr_scale: float = None
     notes: list = field(default_factory=list)
 
     @property
