@@ -76,12 +76,13 @@ class DataLayer(PrefetchingDataLayer):
         self.check(p.batch_size > 0, "data_param.batch_size must be positive")
         self.batch_size = int(p.batch_size)
         self.source = p.source
-        self.transformer = DataTransformer(self.param.transform_param, self.phase,
-                                           where=f"layer '{self.name}' (Data)")
+        # As Caffe: the database is opened first, so a missing one is the error reported.
         try:
             self.db = open_db(p.source, p.backend)
         except DataError as exc:
             raise DataError(f"layer '{self.name}' (Data): {exc}") from None
+        self.transformer = DataTransformer(self.param.transform_param, self.phase,
+                                           where=f"layer '{self.name}' (Data)")
         self.cursor = self.db.cursor()
         self.offset = 0  # records walked past so far, kept or skipped (Caffe's offset_)
         # LMDB aborts the process if two threads move one cursor; only one reads at a time.
