@@ -52,7 +52,8 @@ def training_param(name):
 
 
 def training_from_deploy(deploy, batch, size):
-    """A deploy net made trainable: batch-sized Input with a label, Softmax -> SoftmaxWithLoss.
+    """A deploy net made trainable: batch-sized Input with a label, Softmax -> SoftmaxWithLoss,
+    BatchNorm on batch statistics.
 
     A final average pooling becomes global, as the image size may differ from
     the one its kernel was written for (ResNet's pool5 at 112 px).
@@ -80,6 +81,10 @@ def training_from_deploy(deploy, batch, size):
     last.bottom.append("label")
     del last.top[:]
     last.top.append("loss")
+    for layer in net.layer:
+        if layer.type == "BatchNorm":
+            # Deploy files freeze the statistics; training uses the batch's (Caffe's TRAIN default).
+            layer.batch_norm_param.ClearField("use_global_stats")
     pools = [layer for layer in net.layer if layer.type == "Pooling"]
     if pools and pools[-1].pooling_param.pool == caffe_pb2.PoolingParameter.AVE:
         p = pools[-1].pooling_param
@@ -123,8 +128,10 @@ def init_weights(net, seed=0):
             if layer.type == "BatchNorm":
                 values = np.full(shape, 0.0 if index == 0 else 1.0)
             elif len(shape) > 1:
+                # He scale (variance 2 / fan_in) before ReLUs; half that for the classifiers.
                 fan_in = max(1, blob.count // shape[0])
-                values = rng.uniform(-1, 1, shape) * np.sqrt(6.0 / fan_in)
+                gain = 3.0 if layer.type == "InnerProduct" else 6.0
+                values = rng.uniform(-1, 1, shape) * np.sqrt(gain / fan_in)
             elif layer.type == "Scale" and index == 0:
                 values = 1.0 + 0.1 * rng.uniform(-1, 1, shape)
             else:

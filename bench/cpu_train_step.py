@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 BASE_LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 0.0005
-FORWARD_TOL, GRADIENT_TOL = 1e-4, 2e-3  # max |ours - torch| / max |torch|, float32
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -43,15 +42,20 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = [time.perf_counter]
+
+
 def timed(fn, iterations, warmup, before=None):
-    """Median wall time of fn() in milliseconds; before() runs untimed ahead of each call."""
+    """Median time of fn() in milliseconds; before() runs untimed ahead of each call."""
+    clock = CLOCK[0]
     samples = []
     for index in range(warmup + iterations):
         if before:
             before()
-        start = time.perf_counter()
+        start = clock()
         fn()
-        elapsed = (time.perf_counter() - start) * 1000.0
+        elapsed = (clock() - start) * 1000.0
         if index >= warmup:
             samples.append(elapsed)
     return statistics.median(samples)
@@ -60,13 +64,15 @@ def timed(fn, iterations, warmup, before=None):
 # -- workers (each runs in its own process) -------------------------------------------
 def worker_check(args, work):
     import numpy as np
+    import torch
     from google.protobuf import text_format
 
+    import consistency
     import engine
+    import what_if
     from bench_nets import init_weights, loss_layer, make_inputs, read_weights, training_param, without_dropout
-    from torch_from_prototxt import TorchNet
-    import torch
 
+    what_if.apply(args.what_if or "")  # so that the check covers what the ours worker will run
     torch.set_num_threads(args.threads)
     param, source = training_param(args.net)
     (work / "train.prototxt").write_text(text_format.MessageToString(param))
@@ -76,35 +82,9 @@ def worker_check(args, work):
     inputs = make_inputs(net, param)
     np.savez(work / "inputs.npz", **inputs)
     del net
-    weights = read_weights(work / "weights.h5")
-    scores = loss_layer(param).bottom[0]
-    report = {"source": str(source), "errors": {}}
-    for phase, net_param, backward in ((engine.TEST, param, False), (engine.TRAIN, without_dropout(param), True)):
-        tag = "TEST" if phase == engine.TEST else "TRAIN"
-        ours = engine.Net(net_param, phase, weights=str(work / "weights.h5"))
-        for name, values in inputs.items():
-            ours.blobs[name].data[...] = values
-        ours.forward_from_to()
-        model = TorchNet(net_param, weights, phase)
-        blobs = model({name: torch.from_numpy(values) for name, values in inputs.items()})
-        loss = model.loss(blobs)
-        pairs = {f"{tag} loss": (ours.blobs["loss"].data, loss.detach().numpy()),
-                 f"{tag} {scores}": (ours.blobs[scores].data, blobs[scores].detach().numpy())}
-        if backward:
-            ours.backward_from_to()
-            loss.backward()
-            for layer, params in model.caffe_params().items():
-                for index, tensor in enumerate(params):
-                    if tensor.grad is not None:
-                        pairs[f"{tag} d{layer}/{index}"] = (ours.params[layer][index].diff, tensor.grad.numpy())
-        for key, (mine, theirs) in pairs.items():
-            scale = max(float(np.abs(theirs).max()), 1e-12)
-            report["errors"][key] = float(np.abs(np.asarray(mine) - theirs).max()) / scale
-        del ours, model, blobs, loss
-    worst_fwd = max(v for k, v in report["errors"].items() if " d" not in k)
-    worst_grad = max([v for k, v in report["errors"].items() if " d" in k] or [0.0])
-    report["worst_forward"], report["worst_gradient"] = worst_fwd, worst_grad
-    report["ok"] = worst_fwd <= FORWARD_TOL and worst_grad <= GRADIENT_TOL
+    report = consistency.check(engine, param, without_dropout(param), str(work / "weights.h5"),
+                               read_weights(work / "weights.h5"), inputs, loss_layer(param).bottom[0])
+    report["source"] = str(source)
     return report
 
 
@@ -143,13 +123,18 @@ def worker_ours(args, work):
     import numpy as np
 
     import engine
+    import what_if
+
+    what_if.apply(args.what_if or "")
 
     baseline = peak_mb()
     net, step, how = _our_step(engine, work, work / "train.prototxt")
     for name, values in np.load(work / "inputs.npz").items():
         net.blobs[name].data[...] = values
     fwd = timed(net.forward_from_to, args.iterations, args.warmup)
-    bwd = timed(net.backward_from_to, args.iterations, args.warmup, before=net.clear_param_diffs)
+    # A fresh forward before each backward: layers keep state for it (im2col columns, pooling argmax).
+    bwd = timed(net.backward_from_to, args.iterations, args.warmup,
+                before=lambda: (net.forward_from_to(), net.clear_param_diffs()))
     stp = timed(step, args.iterations, args.warmup)
     return {"fwd": fwd, "bwd": bwd, "step": stp, "peak_mb": peak_mb(), "import_mb": baseline, "step_how": how}
 
@@ -199,7 +184,7 @@ def child_env(threads):
 def run_child(kind, args, work):
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--net", args.net_name,
                "--workdir", str(work), "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--clock", args.clock, "--what-if", args.what_if or ""]
     done = subprocess.run(command, env=child_env(args.threads), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} worker for {args.net_name} failed (exit {done.returncode}):\n"
@@ -251,6 +236,12 @@ def parse_args(argv):
                         help="BLAS/OpenMP/torch threads (default: cores available)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate the ours/torch children this many times, keeping the best medians")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="cpu: the child's CPU time (all threads), steadier on a shared machine; "
+                             "meaningful as a time only with --threads 1")
+    parser.add_argument("--what-if", default="",
+                        help="apply proposed engine changes to our worker first (bench/what_if.py): "
+                             "winograd")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--net", help=argparse.SUPPRESS)
@@ -263,6 +254,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    CLOCK[0] = CLOCKS[args.clock]
     if args.worker:
         work = Path(args.workdir)
         result = WORKERS[args.worker](args, work)
@@ -270,6 +262,13 @@ def main(argv=None):
         return 0
     from bench_nets import NETS
 
+    import what_if
+
+    unknown_patches = [n for n in args.what_if.split(",") if n.strip() and n.strip() not in what_if.PATCHES]
+    if unknown_patches:
+        print(f"unknown --what-if: {', '.join(unknown_patches)} (known: {', '.join(what_if.PATCHES)})",
+              file=sys.stderr)
+        return 2
     names = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in names if n not in NETS]
     if unknown:
@@ -277,16 +276,23 @@ def main(argv=None):
         return 2
     rows, results, failed = [], {}, False
     load_before = os.getloadavg()[0]
+    cores = len(os.sched_getaffinity(0))
+    if args.clock == "wall" and load_before > cores / 2:
+        print(f"warning: load average {load_before:.1f} on {cores} cores; other processes share the CPUs, so "
+              "wall-clock times (multi-threaded BLAS above all) will be unreliable. "
+              "--threads 1 --clock cpu measures CPU time instead.", file=sys.stderr)
     for name in names:
         args.net_name = name
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             work = Path(tmp)
             check = run_child("check", args, work)
-            print(f"{name}: built from {check['source']}; ours vs torch: worst forward error "
-                  f"{check['worst_forward']:.2e}, worst gradient error {check['worst_gradient']:.2e}", flush=True)
+            (fkey, fwd, fwd32), (gkey, grad, grad32) = check["worst_forward"], check["worst_gradient"]
+            print(f"{name}: built from {check['source']}; against torch float64, closest to failing: "
+                  f"{fkey} error {fwd:.1e} (torch float32 {fwd32:.1e}), {gkey} error {grad:.1e} "
+                  f"(torch float32 {grad32:.1e})", flush=True)
             if not check["ok"]:
-                bad = {k: v for k, v in check["errors"].items() if v > FORWARD_TOL}
-                print(f"{name}: torch model does not compute what ours does: {bad}", file=sys.stderr)
+                print(f"{name}: the torch model does not compute what ours does:\n  "
+                      + "\n  ".join(check["failures"]), file=sys.stderr)
                 failed = True
                 continue
             ours, theirs = best_of(args, work)
@@ -296,9 +302,13 @@ def main(argv=None):
     if rows:
         step_how = rows[0][1]["step_how"]
         print(f"\nthreads {args.threads}, median of {args.iterations} iterations after {args.warmup} warm-up, "
-              f"best of {args.rounds} round(s); times in ms; x = ours/torch; our step: {step_how}; "
+              f"best of {args.rounds} round(s); {args.clock} times in ms; x = ours/torch; our step: {step_how}; "
+              f"{'ours with --what-if ' + args.what_if + '; ' if args.what_if else ''}"
               f"torch {rows[0][2]['torch']}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
         print(format_table(rows))
+        print("peak above the post-import baseline (MB, ours/torch): " + "; ".join(
+            f"{name} {ours['peak_mb'] - ours['import_mb']:.0f}/{theirs['peak_mb'] - theirs['import_mb']:.0f}"
+            for name, ours, theirs in rows))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 1 if failed else 0

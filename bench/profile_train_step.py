@@ -26,10 +26,13 @@ def parse_args(argv):
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--cprofile", type=int, default=25, help="functions to list (0: skip cProfile)")
+    parser.add_argument("--what-if", default="", help="proposed engine changes to apply first (bench/what_if.py)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, steadier on a loaded machine with --threads 1")
     return parser.parse_args(argv)
 
 
-def wrap_layers(net, times):
+def wrap_layers(net, times, clock):
     """Replace each layer's forward/backward by a timed call (instance attributes shadow the class)."""
     for index, layer in enumerate(net.layers):
         key = f"{index:02d} {layer.name} ({layer.type})"
@@ -37,9 +40,9 @@ def wrap_layers(net, times):
 
         def timed(fn, bucket):
             def run(*args):
-                start = time.perf_counter()
+                start = clock()
                 fn(*args)
-                bucket.append((time.perf_counter() - start) * 1000.0)
+                bucket.append((clock() - start) * 1000.0)
             return run
         layer.forward = timed(layer.forward, times[key]["fwd"])
         layer.backward = timed(layer.backward, times[key]["bwd"])
@@ -71,7 +74,10 @@ def main(argv=None):
     from google.protobuf import text_format
 
     import engine
+    import what_if
     from bench_nets import init_weights, make_inputs, training_param
+
+    what_if.apply(args.what_if)
 
     param, _ = training_param(args.net)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,16 +92,17 @@ def main(argv=None):
     for name, values in make_inputs(net, param).items():
         net.blobs[name].data[...] = values
     solver.step(1)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     times = {}
-    wrap_layers(net, times)
+    wrap_layers(net, times, clock)
     steps = []
     for _ in range(args.iterations):
-        start = time.perf_counter()
+        start = clock()
         solver.step(1)
-        steps.append((time.perf_counter() - start) * 1000.0)
+        steps.append((clock() - start) * 1000.0)
     per_layer_table(times, statistics.median(steps))
     if args.cprofile:
-        profile = cProfile.Profile()
+        profile = cProfile.Profile(clock) if args.clock == "cpu" else cProfile.Profile()
         profile.enable()
         for _ in range(args.iterations):
             solver.step(1)

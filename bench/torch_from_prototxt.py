@@ -25,6 +25,7 @@ _POOL = caffe_pb2.PoolingParameter
 _ELTWISE = caffe_pb2.EltwiseParameter
 _LRN = caffe_pb2.LRNParameter
 _LOSS = caffe_pb2.LossParameter
+_NLL_CAP = -math.log(float(np.finfo(np.float32).tiny))
 
 
 def _pair(repeated, single_h, single_w, has_h, default):
@@ -236,7 +237,9 @@ class TorchNet(torch.nn.Module):
                 scores = scores.movedim(axis, 1)
             labels = labels.reshape((scores.shape[0],) + tuple(scores.shape[2:])).long()
             valid = torch.ones_like(labels, dtype=torch.bool) if ignore is None else labels != ignore
-            losses = F.cross_entropy(scores, torch.where(valid, labels, 0), reduction="none") * valid
+            losses = F.cross_entropy(scores, torch.where(valid, labels, 0), reduction="none")
+            # Caffe takes -log(max(p, FLT_MIN)): the value saturates, the gradient stays p - onehot.
+            losses = (losses + (losses.clamp(max=_NLL_CAP) - losses).detach()) * valid
             outer = scores.shape[0]
             inner = labels[0].numel()
             tops = [losses.sum() / _loss_normalizer(lparam, outer, inner, valid.sum())]

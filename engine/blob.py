@@ -6,6 +6,8 @@ layers). `.data` and `.diff` are views of the current shape, writable NumPy
 arrays on the CPU, as pycaffe users expect.
 """
 
+import math
+
 import numpy as np
 
 from . import backend
@@ -34,7 +36,8 @@ class Blob:
         self._xp = xp or backend.array_module()
         self._dtype = np.dtype(dtype)
         self._shape = _check_shape(shape)
-        count = self.count
+        self._count = math.prod(self._shape)
+        count = self._count
         self._data = _Storage(self._xp.zeros(count, dtype=self._dtype))
         self._diff = _Storage(self._xp.zeros(count, dtype=self._dtype))
 
@@ -45,7 +48,7 @@ class Blob:
 
     @property
     def count(self):
-        return int(np.prod(self._shape, dtype=np.int64)) if self._shape else 1
+        return self._count
 
     @property
     def num_axes(self):
@@ -64,7 +67,7 @@ class Blob:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
         self._shape = _check_shape(shape)
-        count = self.count
+        self._count = count = math.prod(self._shape)
         for storage in (self._data, self._diff):
             if storage.array.size < count:
                 storage.array = self._xp.zeros(count, dtype=self._dtype)

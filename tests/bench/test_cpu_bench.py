@@ -2,7 +2,8 @@
 
 Runs bench/cpu_train_step.py as a user would (its own child processes, the
 consistency check of the torch model against ours, timing, the table), with
-2 iterations so that it stays well under a minute.
+2 iterations and one thread so that it stays well under a minute (about 10 s
+of CPU).
 """
 
 import re
@@ -19,12 +20,13 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "cpu_train_step.py"
 
 def test_lenet_benchmark_runs_and_prints_the_table(tmp_path):
     results = tmp_path / "results.json"
+    # One BLAS thread: on a busy CI machine multi-threaded OpenBLAS spins and a short run takes minutes.
     done = subprocess.run([sys.executable, str(SCRIPT), "--nets", "lenet", "--iterations", "2", "--warmup", "1",
-                           "--threads", "2", "--json", str(results)],
-                          capture_output=True, text=True, timeout=120)
+                           "--threads", "1", "--json", str(results)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert "worst forward error" in out
+    assert "closest to failing" in out and "torch float32" in out
     header = next(line for line in out.splitlines() if line.startswith("| net"))
     for column in ("ours step", "torch step", "step x", "ours MB", "torch MB", "mem x"):
         assert column in header
