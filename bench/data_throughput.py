@@ -9,9 +9,10 @@ mean file). Prints one row per kind of record.
     python3 bench/data_throughput.py [--images 256] [--batch 64] [--batches 20]
                                      [--net-rate IMAGES_PER_S]
 
-`--net-rate` is the rate at which a net consumes images (CaffeNet's
-forward/backward images per second, measured elsewhere); `keeps_up` then
-says whether the data layer can feed it (see `compare_with_net`).
+The same run also times CaffeNet's training step (batch 16, 227 x 227, the
+zoo's net made trainable as in cpu_train_step.py) to get the images per second
+training consumes; `keeps_up` says whether the data layer can feed it (see
+`compare_with_net`). `--net-rate` gives that rate instead of measuring it.
 """
 
 import argparse
@@ -76,6 +77,30 @@ def compare_with_net(images_per_s, net_images_per_s):
     return ratio, ratio >= 1.0
 
 
+def caffenet_images_per_s(batch=16, steps=3):
+    """Images/s a CaffeNet SGD training step (forward, backward, update) consumes here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import engine
+    from bench_nets import init_weights, make_inputs, training_param
+
+    param, _ = training_param("caffenet")
+    net = engine.Net(param, engine.TRAIN)
+    init_weights(net)
+    net.forward(**make_inputs(net, param))
+
+    def step():
+        net.clear_param_diffs()
+        net.forward_backward()
+        for blob in net.learnable_params:  # a plain SGD update at a small rate
+            blob.data[...] -= np.float32(1e-4) * blob.diff
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - start)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="records per database")
@@ -95,6 +120,9 @@ def main(argv=None):
             make_db(db, args.images, encoded, rng)
             rows.append((name, time_layer(db, folder / "mean.binaryproto", args.batch, args.batches)))
     header = f"{'records':<14}{'images/s':>10}"
+    if not args.net_rate:
+        args.net_rate = caffenet_images_per_s()
+        print(f"CaffeNet training (batch 16, 227x227) consumes {args.net_rate:.1f} images/s here")
     if args.net_rate:
         header += f"{'x net':>8}{'keeps_up':>10}"
     print(f"256x256 -> {CROP} random crop, mirror, mean file; batch {args.batch}")
