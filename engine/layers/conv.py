@@ -13,12 +13,20 @@ Convolution's forward leaves its columns in the buffer and the weight
 gradient reuses them, where Caffe recomputes the same values from the same
 bottom (a net never changes a bottom between its forward and backward).
 
+On the CPU, Convolution's 2-D 3x3 stride-1 layers take Winograd F(2x2, 3x3)
+instead (engine/winograd.py; WINOGRAD below), and other stride-1 layers
+compute the bottom diff as a correlation of the top diff (im2col + GEMM)
+rather than by col2im's strided additions, when its columns fit the buffer.
+
 `force_nd_im2col` and `engine` select implementations in Caffe, not results;
 they are accepted and have no effect here.
 """
 
 import math
 
+import numpy
+
+from .. import winograd
 from ..backend import get_array_module
 from ..fillers import fill
 from ..geometry import GeometryError, conv_output_size, conv_spatial_params, deconv_output_size
@@ -28,16 +36,22 @@ from .base import Layer, register_layer
 # Largest column buffer, in elements, built in one piece; bigger batches go in chunks.
 COLUMN_BUFFER_LIMIT = 1 << 25
 
+# Convolution's Winograd F(2x2, 3x3) path (engine/winograd.py) for 2-D 3x3 stride-1 kernels:
+# "auto" takes it on the CPU where it is faster (see _winograd_pays), "always" wherever the
+# geometry allows (CPU or GPU), "never" keeps im2col + GEMM everywhere.
+WINOGRAD = "auto"
+
 
 def _shape_string(shape):
     return " ".join(str(d) for d in shape) + f" ({math.prod(shape)})"
 
 
-def _batched_product(a, b):
+def _batched_product(a, b, out=None):
     """a @ b over stacked matrices; an outer product (inner size 1) is a broadcast multiply."""
+    xp = get_array_module(a)
     if a.shape[-1] == 1:
-        return a * b
-    return get_array_module(a).matmul(a, b)
+        return xp.multiply(a, b, out=out)
+    return xp.matmul(a, b, out=out)
 
 
 class BaseConvolutionLayer(Layer):
@@ -138,17 +152,23 @@ class BaseConvolutionLayer(Layer):
         step = max(1, COLUMN_BUFFER_LIMIT // max(per_item, 1))
         return [slice(start, min(start + step, self.num)) for start in range(0, self.num, step)]
 
+    def _column_space(self, n, like, size=None):
+        """The layer's reused column buffer, sized for n images: a flat array of `like`'s kind."""
+        xp = get_array_module(like)
+        self._cache = None  # the buffer is about to hold other columns
+        if size is None:
+            size = self.kernel_dim * self.group * n * math.prod(self.col_spatial)
+        buffer = getattr(self, "_col_buffer", None)
+        if buffer is None or buffer.size < size or buffer.dtype != like.dtype or \
+                get_array_module(buffer) is not xp:
+            buffer = self._col_buffer = None  # let the old one go first
+            buffer = self._col_buffer = xp.empty(size, dtype=like.dtype)
+        return buffer[:size]
+
     def _image_to_cols(self, image):
         """im2col of a conv-input chunk: (G, Kg, n * P), in the layer's reused buffer."""
-        xp = get_array_module(image)
-        self._cache = None  # the buffer is about to hold other columns
-        size = self.kernel_dim * self.group * image.shape[0] * math.prod(self.col_spatial)
-        buffer = getattr(self, "_col_buffer", None)
-        if buffer is None or buffer.size < size or buffer.dtype != image.dtype or \
-                get_array_module(buffer) is not xp:
-            buffer = self._col_buffer = xp.empty(size, dtype=image.dtype)
         cols = im2col(image, self.kernel, self.pad, self.stride, self.dilation,
-                      batch_first=False, out=buffer[:size])
+                      batch_first=False, out=self._column_space(image.shape[0], image))
         return cols.reshape(self.group, self.kernel_dim, -1)
 
     def _outputs_to_rows(self, outputs):
@@ -169,8 +189,12 @@ class BaseConvolutionLayer(Layer):
             get_array_module(out).add(values, bias.reshape(1, -1, 1), out=target)
 
     def _rows_to_image(self, rows, out, bias=None):
-        """Backward-data GEMM and col2im: rows (G, Og, n * P) into `out` (n, conv_in, *image)."""
-        cols = _batched_product(self._weights().swapaxes(1, 2), rows)
+        """Backward-data GEMM and col2im: rows (G, Og, n * P) into `out` (n, conv_in, *image).
+
+        The product goes into the column buffer (whose columns the caller has used by now).
+        """
+        space = self._column_space(out.shape[0], rows).reshape(self.group, self.kernel_dim, -1)
+        cols = _batched_product(self._weights().swapaxes(1, 2), rows, out=space)
         shape = out.shape[:2] + self.image_spatial
         image = col2im(cols, shape, self.kernel, self.pad, self.stride, self.dilation, batch_first=False)
         if bias is None:
@@ -199,9 +223,36 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return [conv_output_size(size, k, p, s, d)
                 for size, k, p, s, d in zip(spatial, self.kernel, self.pad, self.stride, self.dilation)]
 
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self._winograd = None
+        if self.num_spatial_axes == 2 and winograd.supported(self.kernel, self.stride, self.dilation, self.pad):
+            self._winograd = winograd.WinogradConvolution(self.pad, self.group)
+        self._winograd_index = None
+
+    def _winograd_pays(self):
+        """On the CPU, whether F(2x2, 3x3) beats im2col + GEMM for this layer (measured, see bench/README.md)."""
+        return True
+
+    def _use_winograd(self, xp):
+        if self._winograd is None or WINOGRAD == "never":
+            return False
+        if WINOGRAD == "always":
+            return True
+        return xp is numpy and self._winograd_pays()
+
     def forward(self, bottom, top):
-        weights = self._weights()
         bias = self.blobs[1].data if self.bias_term else None
+        if self._use_winograd(get_array_module(bottom[0].data)):
+            self._cache = None
+            for index, (b, t) in enumerate(zip(bottom, top)):
+                x = self._as_batch(b.data, self.channels, self.image_spatial)
+                y = self._as_batch(t.data, self.num_output, self.col_spatial)
+                self._winograd.forward(x, self.blobs[0].data, bias, out=y)
+            # The transformed input of the last bottom stays for its backward.
+            self._winograd_index = len(bottom) - 1
+            return
+        weights = self._weights()
         chunks = self._chunks()
         self._cache = None
         for index, (b, t) in enumerate(zip(bottom, top)):
@@ -218,6 +269,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if self.bias_term and self.param_propagate_down[1]:
             for t in top:
                 self._accumulate_bias_diff(t.diff)
+        if self._use_winograd(get_array_module(top[0].diff)):
+            self._winograd_backward(top, propagate_down, bottom)
+            return
         chunks = self._chunks()
         for index, (t, b) in enumerate(zip(top, bottom)):
             if not (want_weights or propagate_down[index]):
@@ -232,8 +286,55 @@ class ConvolutionLayer(BaseConvolutionLayer):
                     cols = self._cache[1] if cached else self._image_to_cols(x[part])
                     self._accumulate_weight_diff(rows, cols)
                 if propagate_down[index]:
-                    self._rows_to_image(rows, dx[part])
+                    if self._correlate_backward_data():
+                        self._data_diff_by_correlation(dy[part], dx[part])
+                    else:
+                        self._rows_to_image(rows, dx[part])
         self._cache = None
+
+    def _correlate_backward_data(self):
+        """Whether the bottom diff goes as a stride-1 correlation of the top diff (im2col + GEMM).
+
+        With stride 1, dx = dy padded by d(k-1) - p, correlated with the weights rotated by 180
+        degrees and channels swapped: im2col copies run faster than col2im's strided additions.
+        Taken when the top diff's columns fit in the forward's column buffer.
+        """
+        if any(s != 1 for s in self.stride) or any(d * (k - 1) < p for k, p, d in
+                                                     zip(self.kernel, self.pad, self.dilation)):
+            return False
+        return self.num_output * math.prod(self.image_spatial) <= self.channels * math.prod(self.col_spatial)
+
+    def _data_diff_by_correlation(self, dy, dx):
+        xp = get_array_module(dy)
+        n, g = dy.shape[0], self.group
+        og, cg = self.num_output // g, self.channels // g
+        k = math.prod(self.kernel)
+        pad = tuple(d * (kk - 1) - p for kk, p, d in zip(self.kernel, self.pad, self.dilation))
+        size = self.num_output * k * n * math.prod(self.image_spatial)
+        cols = im2col(dy, self.kernel, pad, (1,) * self.num_spatial_axes, self.dilation, batch_first=False,
+                      out=self._column_space(n, dy, size)).reshape(g, og * k, -1)
+        w = self.blobs[0].data.reshape((g, og, cg) + self.kernel)
+        flip = (slice(None),) * 3 + (slice(None, None, -1),) * self.num_spatial_axes
+        rotated = xp.ascontiguousarray(w[flip].swapaxes(1, 2)).reshape(g, cg, og * k)
+        product = _batched_product(rotated, cols)
+        dx.reshape(n, self.channels, -1)[...] = product.reshape(self.channels, n, -1).swapaxes(0, 1)
+
+    def _winograd_backward(self, top, propagate_down, bottom):
+        conv = self._winograd
+        weight_diff = self.blobs[0].diff if self.param_propagate_down[0] else None
+        # The last bottom first: its transformed input is still held from the forward.
+        for index in reversed(range(len(top))):
+            if index != self._winograd_index:
+                conv.release()
+            self._winograd_index = None
+            if weight_diff is None and not propagate_down[index]:
+                continue
+            t, b = top[index], bottom[index]
+            dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
+            x = self._as_batch(b.data, self.channels, self.image_spatial)
+            dx = self._as_batch(b.diff, self.channels, self.image_spatial) if propagate_down[index] else None
+            conv.backward(x, dy, self.blobs[0].data, weight_diff, need_bottom=propagate_down[index], out=dx)
+        conv.release()
 
 
 @register_layer

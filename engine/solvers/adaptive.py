@@ -3,7 +3,9 @@
 Each follows Caffe's order of float operations (sgd_solvers.hpp and the
 *_solver.cpp files), so that runs agree with Caffe's to float32 rounding.
 `g` is the parameter's diff after clipping, normalization and regularization;
-what is left in the diff is the step Net::Update subtracts.
+what is left in the diff is the step Net::Update subtracts. The rules run on
+slices (sgd.py's fused update) with two scratch slices for temporaries, in
+place, with the float operations of the whole-array formulas.
 """
 
 import numpy as np
@@ -13,6 +15,7 @@ from ..errors import SolverError
 from .sgd import SGDSolver
 
 f32 = np.float32
+_xp = backend.get_array_module
 
 
 class NesterovSolver(SGDSolver):
@@ -20,14 +23,15 @@ class NesterovSolver(SGDSolver):
 
     type = "Nesterov"
 
-    def compute_update_value(self, param_id, rate):
-        blob = self.net.learnable_params[param_id]
+    def update_values(self, param_id, diff, histories, rate, scratch):
         momentum = f32(self.param.momentum)
-        history = self.moment(0, param_id)
-        previous = history.copy()
+        history, previous = histories[0], scratch[0]
         history *= momentum
-        history += blob.diff * self.local_rate(param_id, rate)
-        blob.diff[...] = history * f32(1 + momentum) - previous * momentum
+        previous[...] = history  # previous * momentum: the same product
+        diff *= rate
+        history += diff
+        _xp(diff).multiply(history, f32(1 + momentum), out=diff)
+        diff -= previous
 
 
 class AdaGradSolver(SGDSolver):
@@ -40,13 +44,15 @@ class AdaGradSolver(SGDSolver):
         if self.param.momentum != 0:
             raise SolverError(f"Momentum cannot be used with AdaGrad (momentum: {self.param.momentum:g})")
 
-    def compute_update_value(self, param_id, rate):
-        blob = self.net.learnable_params[param_id]
-        xp = backend.get_array_module(blob.diff)
-        history = self.moment(0, param_id)
-        history += blob.diff * blob.diff
-        scaled = blob.diff / (xp.sqrt(history) + f32(self.param.delta))
-        blob.diff[...] = scaled * self.local_rate(param_id, rate)
+    def update_values(self, param_id, diff, histories, rate, scratch):
+        xp = _xp(diff)
+        history, tmp = histories[0], scratch[0]
+        xp.multiply(diff, diff, out=tmp)
+        history += tmp
+        xp.sqrt(history, out=tmp)
+        tmp += f32(self.param.delta)
+        diff /= tmp
+        diff *= rate
 
 
 class RMSPropSolver(SGDSolver):
@@ -61,15 +67,18 @@ class RMSPropSolver(SGDSolver):
         if not 0 <= self.param.rms_decay < 1:
             raise SolverError(f"rms_decay should lie between 0 and 1 (got {self.param.rms_decay:g})")
 
-    def compute_update_value(self, param_id, rate):
-        blob = self.net.learnable_params[param_id]
-        xp = backend.get_array_module(blob.diff)
+    def update_values(self, param_id, diff, histories, rate, scratch):
+        xp = _xp(diff)
         decay = f32(self.param.rms_decay)
-        history = self.moment(0, param_id)
+        history, tmp = histories[0], scratch[0]
         history *= decay
-        history += (blob.diff * blob.diff) * f32(1 - decay)
-        scaled = blob.diff / (xp.sqrt(history) + f32(self.param.delta))
-        blob.diff[...] = scaled * self.local_rate(param_id, rate)
+        xp.multiply(diff, diff, out=tmp)
+        tmp *= f32(1 - decay)
+        history += tmp
+        xp.sqrt(history, out=tmp)
+        tmp += f32(self.param.delta)
+        diff /= tmp
+        diff *= rate
 
 
 class AdaDeltaSolver(SGDSolver):
@@ -79,20 +88,26 @@ class AdaDeltaSolver(SGDSolver):
     type = "AdaDelta"
     history_per_param = 2
 
-    def compute_update_value(self, param_id, rate):
-        blob = self.net.learnable_params[param_id]
-        xp = backend.get_array_module(blob.diff)
+    def update_values(self, param_id, diff, histories, rate, scratch):
+        xp = _xp(diff)
         momentum = f32(self.param.momentum)
         delta = f32(self.param.delta)
-        grads = self.moment(0, param_id)
-        updates = self.moment(1, param_id)
+        grads, updates = histories
+        tmp, other = scratch
         grads *= momentum
-        grads += (blob.diff * blob.diff) * f32(1 - momentum)
-        ratio = xp.sqrt((updates + delta) / (grads + delta))
-        blob.diff[...] *= ratio
+        xp.multiply(diff, diff, out=tmp)
+        tmp *= f32(1 - momentum)
+        grads += tmp
+        xp.add(updates, delta, out=tmp)
+        xp.add(grads, delta, out=other)
+        tmp /= other
+        xp.sqrt(tmp, out=tmp)
+        diff *= tmp
         updates *= momentum
-        updates += (blob.diff * blob.diff) * f32(1 - momentum)
-        blob.diff[...] *= self.local_rate(param_id, rate)
+        xp.multiply(diff, diff, out=tmp)
+        tmp *= f32(1 - momentum)
+        updates += tmp
+        diff *= rate
 
 
 class AdamSolver(SGDSolver):
@@ -102,17 +117,21 @@ class AdamSolver(SGDSolver):
     type = "Adam"
     history_per_param = 2
 
-    def compute_update_value(self, param_id, rate):
-        blob = self.net.learnable_params[param_id]
-        xp = backend.get_array_module(blob.diff)
+    def update_values(self, param_id, diff, histories, rate, scratch):
+        xp = _xp(diff)
         beta1, beta2 = f32(self.param.momentum), f32(self.param.momentum2)
         t = self.iter + 1
         correction = f32(np.sqrt(1.0 - float(beta2) ** t) / (1.0 - float(beta1) ** t))
-        first = self.moment(0, param_id)
-        second = self.moment(1, param_id)
+        first, second = histories
+        tmp = scratch[0]
         first *= beta1
-        first += blob.diff * f32(1 - beta1)
+        xp.multiply(diff, f32(1 - beta1), out=tmp)
+        first += tmp
         second *= beta2
-        second += (blob.diff * blob.diff) * f32(1 - beta2)
-        step = first / (xp.sqrt(second) + f32(self.param.delta))
-        blob.diff[...] = step * (self.local_rate(param_id, rate) * correction)
+        xp.multiply(diff, diff, out=tmp)
+        tmp *= f32(1 - beta2)
+        second += tmp
+        xp.sqrt(second, out=tmp)
+        tmp += f32(self.param.delta)
+        xp.divide(first, tmp, out=diff)
+        diff *= rate * correction

@@ -1,10 +1,8 @@
-"""bench/winograd.py computes what engine's Convolution layer computes (3x3, stride 1).
+"""bench/winograd.py and bench/what_if.py after the Winograd path moved into the engine.
 
-The candidate is offered to the layer's owner as a drop-in for those
-geometries, so it is held to the layer's own results in float64: top,
-bottom diff, weight and bias diffs (accumulated, not overwritten), over
-pads 0-2, groups, odd and even sizes. Also checks the benchmark's what-if
-patch routes exactly the supported layers to it.
+The path itself is tested in tests/engine/test_winograd.py. Here: the bench
+module is the engine's (conv_layout_timing.py imports it), and the what-if
+patches route convolutions as they say, with the layer's numbers.
 """
 
 import sys
@@ -14,122 +12,50 @@ import numpy as np
 import pytest
 
 from engine import caffe_pb2
+from engine import winograd as engine_winograd
+from engine.layers import conv
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import what_if  # noqa: E402
 import winograd  # noqa: E402
 from layer_check import build_layer  # noqa: E402
 
-CASES = [  # (num, channels, height, width, num_output, pad, group)
-    (2, 3, 7, 6, 4, 1, 1),
-    (2, 4, 8, 8, 6, 0, 2),
-    (3, 2, 5, 9, 4, 2, 2),
-    (1, 5, 4, 4, 3, 1, 1),
-    (2, 6, 3, 3, 4, 0, 1),
-]
+
+def test_bench_module_is_the_engines():
+    assert winograd.WinogradConvolution is engine_winograd.WinogradConvolution
+    assert winograd.supported((3, 3), (1, 1), (1, 1), (1, 1))
 
 
-def _layer(num, channels, height, width, outputs, pad, group, rng):
-    text = (f'type: "Convolution" convolution_param {{ num_output: {outputs} kernel_size: 3 pad: {pad} '
-            f'group: {group} weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}')
-    x = rng.standard_normal((num, channels, height, width))
+def _results(text, x):
     layer, bottom, top = build_layer(text, [x], phase=caffe_pb2.TRAIN)
-    layer.param_propagate_down = [True, True]
-    return layer, bottom, top
-
-
-@pytest.mark.parametrize("num,channels,height,width,outputs,pad,group", CASES)
-def test_matches_engine_convolution(num, channels, height, width, outputs, pad, group):
-    rng = np.random.default_rng(3)
-    layer, bottom, top = _layer(num, channels, height, width, outputs, pad, group, rng)
+    layer.blobs[0].data[...] = np.linspace(-1, 1, layer.blobs[0].count).reshape(layer.blobs[0].shape)
     layer.forward(bottom, top)
-    dy = rng.standard_normal(top[0].shape)
-    top[0].diff[...] = dy
-    prior_w, prior_b = rng.standard_normal(layer.blobs[0].shape), rng.standard_normal(layer.blobs[1].shape)
-    layer.blobs[0].diff[...], layer.blobs[1].diff[...] = prior_w, prior_b
+    top[0].diff[...] = 1.0
+    for blob in layer.blobs:
+        blob.diff[...] = 0
     layer.backward(top, [True], bottom)
-
-    weight, bias, x = layer.blobs[0].data, layer.blobs[1].data, bottom[0].data
-    conv = winograd.WinogradConvolution((pad, pad), group)
-    y = conv.forward(x, weight, bias)
-    np.testing.assert_allclose(y, top[0].data, rtol=1e-10, atol=1e-10)
-    dw, db = prior_w.copy(), prior_b.copy()
-    dx = conv.backward(x, dy, weight, dw, db)
-    np.testing.assert_allclose(dx, bottom[0].diff, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dw, layer.blobs[0].diff, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(db, layer.blobs[1].diff, rtol=1e-10, atol=1e-10)
+    return layer, [top[0].data.copy(), bottom[0].diff.copy()] + [b.diff.copy() for b in layer.blobs]
 
 
-def test_backward_without_forward_recomputes_and_can_skip_the_bottom():
-    rng = np.random.default_rng(4)
-    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
-    dy = rng.standard_normal((2, 4, 6, 5))
-    reference = winograd.WinogradConvolution((1, 1))
-    reference.forward(x, w)
-    expected = np.zeros_like(w)
-    reference.backward(x, dy, w, expected)
-    fresh, dw = winograd.WinogradConvolution((1, 1)), np.zeros_like(w)
-    assert fresh.backward(x, dy, w, dw, need_bottom=False) is None
-    np.testing.assert_allclose(dw, expected, rtol=1e-12)
-
-
-def test_float32_error_is_small():
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((4, 16, 13, 13)).astype(np.float32)
-    w = (rng.standard_normal((8, 16, 3, 3)) / 12).astype(np.float32)
-    exact = winograd.WinogradConvolution((1, 1)).forward(x.astype(np.float64), w.astype(np.float64))
-    single = winograd.WinogradConvolution((1, 1)).forward(x, w)
-    assert single.dtype == np.float32
-    assert np.abs(single - exact).max() / np.abs(exact).max() < 1e-5
-
-
-@pytest.mark.parametrize("kernel,stride,dilation,pad,expected", [
-    ((3, 3), (1, 1), (1, 1), (1, 1), True),
-    ((3, 3), (2, 2), (1, 1), (1, 1), False),
-    ((5, 5), (1, 1), (1, 1), (2, 2), False),
-    ((3, 3), (1, 1), (2, 2), (2, 2), False),
-    ((3, 3), (1, 1), (1, 1), (3, 3), False),
+@pytest.mark.parametrize("params,winograd_geometry", [
+    ("num_output: 4 kernel_size: 3 pad: 1 group: 2", True),
+    ("num_output: 3 kernel_size: 5 pad: 2", False),
 ])
-def test_supported_geometry(kernel, stride, dilation, pad, expected):
-    assert winograd.supported(kernel, stride, dilation, pad) is expected
+def test_what_if_patches_route_and_keep_the_numbers(monkeypatch, params, winograd_geometry):
+    monkeypatch.setattr(conv, "WINOGRAD", conv.WINOGRAD)  # restored after the test
+    text = f'type: "Convolution" convolution_param {{ {params} bias_filler {{ type: "constant" value: 0.5 }} }}'
+    x = np.random.default_rng(6).standard_normal((2, 4, 6, 7))
+    outcomes = {}
+    for name in ("im2col", "winograd"):
+        what_if.apply(name)
+        layer, outcomes[name] = _results(text, x)
+        assert layer._use_winograd(np) is (name == "winograd" and winograd_geometry)
+    for a, b in zip(outcomes["im2col"], outcomes["winograd"]):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
 
 
-def test_what_if_patch_gives_the_layers_results():
-    """The patched class computes what the original did, for supported and unsupported layers."""
-    from engine.layers import conv as conv_module
-
-    rng = np.random.default_rng(6)
-    cases = [(2, 3, 6, 6, 4, 1, 1), (2, 4, 5, 7, 4, 1, 2)]
-    expected = []
-    for case in cases + [None]:
-        if case is None:  # an unsupported geometry: 5x5 stays on im2col
-            text = 'type: "Convolution" convolution_param { num_output: 3 kernel_size: 5 pad: 2 ' \
-                   'weight_filler { type: "gaussian" } }'
-            layer, bottom, top = build_layer(text, [rng.standard_normal((2, 2, 6, 6))], phase=caffe_pb2.TRAIN)
-        else:
-            layer, bottom, top = _layer(*case, rng)
-        expected.append((layer, bottom, top))
-    originals = conv_module.ConvolutionLayer.forward, conv_module.ConvolutionLayer.backward
-    results = []
-    try:
-        import what_if
-
-        for patched in (False, True):
-            if patched:
-                what_if.patch_winograd()
-            outs = []
-            for layer, bottom, top in expected:
-                layer.forward(bottom, top)
-                top[0].diff[...] = 1.0
-                for blob in layer.blobs:
-                    blob.diff[...] = 0
-                layer.backward(top, [True], bottom)
-                outs.append([top[0].data.copy(), bottom[0].diff.copy()] + [b.diff.copy() for b in layer.blobs])
-            results.append(outs)
-        assert "_winograd" in expected[0][0].__dict__ and "_winograd" not in expected[2][0].__dict__
-    finally:
-        conv_module.ConvolutionLayer.forward, conv_module.ConvolutionLayer.backward = originals
-    for before, after in zip(*results):
-        for a, b in zip(before, after):
-            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+def test_unknown_patch_is_refused():
+    with pytest.raises(KeyError, match="unknown what-if"):
+        what_if.apply("nonsense")

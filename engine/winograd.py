@@ -1,0 +1,247 @@
+"""Winograd F(2x2, 3x3) convolution: the Convolution layer's path for 3x3, stride-1 kernels.
+
+im2col + GEMM spends 2 * 9 * C multiply-adds per output and copies the input
+nine times. Winograd's minimal filtering (Lavin & Gray, 2016) computes each
+2x2 output tile from a 4x4 input tile with 16 products instead of 36: the
+transforms are additions on whole-batch arrays, and the products are 16
+GEMMs of (num_output x channels) by (channels x tiles), 2.25 times fewer
+flops, on an input copy four (not nine) times the input size.
+
+All three passes go through the same transforms:
+- forward:       Y  = A^T [ U . V ] A,  U = G w G^T,  V = B^T d B
+- bottom diff:   the same routine on the top diff with the filters rotated
+                 by 180 degrees and channels swapped, padding 2 - pad
+- weight diff:   dU = A dY A^T contracted with V over tiles; dw = G^T dU G
+
+Arrays are channels-last (num, H, W, channels) inside, so every transform
+step runs along rows of `channels` contiguous values (a tile's width is only
+a few values: tile-major layouts spend their time in NumPy's per-row
+overhead), and each of the 16 products is one GEMM over the whole batch.
+The entry points take and return Caffe's (num, channels, H, W), and write
+into the caller's arrays when given them. One body serves NumPy and CuPy
+(engine.backend.get_array_module). float32 error stays near 1e-6 relative
+(tests/engine/test_winograd.py checks against im2col and a direct convolution
+in float64).
+"""
+
+import numpy as np
+
+from .backend import get_array_module
+
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_KRON = np.kron(_G, _G)  # (16, 9): vec(G w G^T) = kron(G, G) vec(w)
+
+
+def supported(kernel, stride, dilation, pad):
+    """Geometry this path computes: 2-D 3x3, stride 1, no dilation, pad 0..2 (for the bottom diff)."""
+    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and len(tuple(pad)) == 2 and all(0 <= p <= 2 for p in pad))
+
+
+def filter_transform(weight):
+    """U (16, out, in) = G w G^T for weights (out, in, 3, 3), as one GEMM with kron(G, G)."""
+    xp = get_array_module(weight)
+    kron = xp.asarray(_KRON, dtype=weight.dtype)
+    out_channels, in_channels = weight.shape[:2]
+    return xp.matmul(kron, weight.reshape(-1, 9).T).reshape(16, out_channels, in_channels)
+
+
+def filter_transform_adjoint(du):
+    """dw (out, in, 3, 3) = G^T dU G: the weight diff from the transformed-filter diff."""
+    xp = get_array_module(du)
+    kron = xp.asarray(_KRON, dtype=du.dtype)
+    out_channels, in_channels = du.shape[1:]
+    return xp.matmul(du.reshape(16, -1).T, kron).reshape(out_channels, in_channels, 3, 3)
+
+
+def _tiles(size, pad):
+    return -(-(size + 2 * pad - 2) // 2)
+
+
+def input_transform(xh, pad):
+    """V (16, num * tiles, channels) = B^T d B over the 4x4 tiles (stride 2) of channels-last xh."""
+    xp = get_array_module(xh)
+    num, height, width, channels = xh.shape
+    th, tw = _tiles(height, pad[0]), _tiles(width, pad[1])
+    padded = xp.zeros((num, 2 * th + 2, 2 * tw + 2, channels), dtype=xh.dtype)
+    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = xh
+    return _input_transform_padded(padded, th, tw)
+
+
+def _input_transform_padded(padded, th, tw):
+    xp = get_array_module(padded)
+    num, channels = padded.shape[0], padded.shape[3]
+    d = [[padded[:, a:a + 2 * th - 1:2, b:b + 2 * tw - 1:2] for b in range(4)] for a in range(4)]
+    v = xp.empty((4, 4, num, th, tw, channels), dtype=padded.dtype)
+    for b in range(4):  # B^T along the tile's rows: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+        col = [d[a][b] for a in range(4)]
+        xp.subtract(col[0], col[2], out=v[0, b])
+        xp.add(col[1], col[2], out=v[1, b])
+        xp.subtract(col[2], col[1], out=v[2, b])
+        xp.subtract(col[1], col[3], out=v[3, b])
+    for i in range(4):  # ... then along its columns, in place (three temporaries per row)
+        r = v[i]
+        first, second, last = r[0] - r[2], r[1] + r[2], r[1] - r[3]
+        r[2] -= r[1]
+        r[0], r[1], r[3] = first, second, last
+    return v.reshape(16, num * th * tw, channels), (th, tw)
+
+
+def output_transform(m, num, tiles, out_shape):
+    """Y (num, oh, ow, out) = A^T M A from M (16, num * tiles, out); a view into a fresh array."""
+    xp = get_array_module(m)
+    th, tw = tiles
+    out_channels = m.shape[-1]
+    m = m.reshape(4, 4, num, th, tw, out_channels)
+    s = xp.empty((4, 2, num, th, tw, out_channels), dtype=m.dtype)
+    for i in range(4):  # A^T along columns: (m0 + m1 + m2, m1 - m2 - m3)
+        xp.add(m[i, 0], m[i, 1], out=s[i, 0])
+        s[i, 0] += m[i, 2]
+        xp.subtract(m[i, 1], m[i, 2], out=s[i, 1])
+        s[i, 1] -= m[i, 3]
+    y = xp.empty((num, 2 * th, 2 * tw, out_channels), dtype=m.dtype)
+    for q in range(2):
+        top = y[:, 0::2, q::2]
+        xp.add(s[0, q], s[1, q], out=top)
+        top += s[2, q]
+        bottom = y[:, 1::2, q::2]
+        xp.subtract(s[1, q], s[2, q], out=bottom)
+        bottom -= s[3, q]
+    return y[:, :out_shape[0], :out_shape[1]]
+
+
+def output_transform_adjoint(dyh, tiles):
+    """dM (16, num * tiles, out) = A dY A^T, from the channels-last top diff dyh (num, oh, ow, out)."""
+    xp = get_array_module(dyh)
+    th, tw = tiles
+    num, out_channels = dyh.shape[0], dyh.shape[3]
+    if dyh.shape[1:3] == (2 * th, 2 * tw):
+        padded = dyh
+    else:
+        padded = xp.zeros((num, 2 * th, 2 * tw, out_channels), dtype=dyh.dtype)
+        padded[:, :dyh.shape[1], :dyh.shape[2]] = dyh
+    t = xp.empty((4, 2, num, th, tw, out_channels), dtype=dyh.dtype)
+    for q in range(2):  # A along rows: (y0, y0 + y1, y0 - y1, -y1)
+        y0, y1 = padded[:, 0::2, q::2], padded[:, 1::2, q::2]
+        t[0, q] = y0
+        xp.add(y0, y1, out=t[1, q])
+        xp.subtract(y0, y1, out=t[2, q])
+        xp.negative(y1, out=t[3, q])
+    dm = xp.empty((4, 4, num, th, tw, out_channels), dtype=dyh.dtype)
+    for i in range(4):  # ... and along columns
+        dm[i, 0] = t[i, 0]
+        xp.add(t[i, 0], t[i, 1], out=dm[i, 1])
+        xp.subtract(t[i, 0], t[i, 1], out=dm[i, 2])
+        xp.negative(t[i, 1], out=dm[i, 3])
+    return dm.reshape(16, num * th * tw, out_channels)
+
+
+def _group_slices(size, group):
+    step = size // group
+    return [slice(index * step, (index + 1) * step) for index in range(group)]
+
+
+def _products(v, u, group):
+    """M (16, T, out) = V (16, T, in) @ U^T per group, U (16, out, in / group)."""
+    xp = get_array_module(v)
+    if group == 1:
+        return xp.matmul(v, u.swapaxes(1, 2))
+    m = xp.empty(v.shape[:2] + (u.shape[1],), dtype=v.dtype)
+    for vin, uout in zip(_group_slices(v.shape[2], group), _group_slices(u.shape[1], group)):
+        m[:, :, uout] = xp.matmul(v[:, :, vin], u[:, uout].swapaxes(1, 2))
+    return m
+
+
+def _to_channels_last(x):
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _padded_channels_last(x, pad, th, tw):
+    """x (num, C, H, W) zero-padded into channels-last (num, 2 th + 2, 2 tw + 2, C)."""
+    xp = get_array_module(x)
+    num, channels, height, width = x.shape
+    padded = xp.zeros((num, 2 * th + 2, 2 * tw + 2, channels), dtype=x.dtype)
+    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x.transpose(0, 2, 3, 1)
+    return padded
+
+
+# Rotating a 3-tap filter by 180 degrees swaps rows 0 and 3 of G g (row 1 and 2 are symmetric), so the
+# bottom-diff pass reuses the forward's transformed filters with this permutation of the 16 positions.
+_ROTATED = np.array([[3, 1, 2, 0][i] * 4 + [3, 1, 2, 0][j] for i in range(4) for j in range(4)])
+
+
+class WinogradConvolution:
+    """3x3 stride-1 convolution (Caffe's cross-correlation) with forward and backward, like the layer's.
+
+    The transformed input and filters of the last forward are kept for the
+    backward that follows (recomputed when absent); `release()` drops them.
+    """
+
+    def __init__(self, pad, group=1):
+        self.pad, self.group = tuple(pad), group
+        self.release()
+
+    def release(self):
+        self.v = self.tiles = self.u = None
+
+    def _conv(self, x, u, pad):
+        """x (num, C, H, W) -> channels-last (num, oh, ow, out), and the transformed input."""
+        height, width = x.shape[2:]
+        th, tw = _tiles(height, pad[0]), _tiles(width, pad[1])
+        v, tiles = _input_transform_padded(_padded_channels_last(x, pad, th, tw), th, tw)
+        m = _products(v, u, self.group)
+        out_shape = (height + 2 * pad[0] - 2, width + 2 * pad[1] - 2)
+        return output_transform(m, x.shape[0], tiles, out_shape), v, tiles
+
+    def forward(self, x, weight, bias=None, out=None):
+        """top (num, out, oh, ow) for bottom x (num, in, H, W) and weights (out, in / group, 3, 3).
+
+        Writes into `out` when given (and returns it).
+        """
+        xp = get_array_module(x)
+        self.u = filter_transform(weight)
+        yh, self.v, self.tiles = self._conv(x, self.u, self.pad)
+        y = yh.transpose(0, 3, 1, 2)
+        if out is None:
+            out = xp.empty(y.shape, dtype=y.dtype)
+        if bias is None:
+            out[...] = y
+        else:
+            xp.add(y, bias.reshape(1, -1, 1, 1), out=out)
+        return out
+
+    def backward(self, x, dy, weight, weight_diff=None, bias_diff=None, need_bottom=True, out=None):
+        """Adds into weight_diff / bias_diff when given; returns the bottom diff (or None).
+
+        The bottom diff is written into `out` when given (and `out` returned).
+        """
+        xp = get_array_module(dy)
+        if bias_diff is not None:
+            bias_diff += dy.sum(axis=(0, 2, 3))
+        if weight_diff is not None:
+            v, tiles = self.v, self.tiles
+            if v is None:
+                v, tiles = input_transform(_to_channels_last(x), self.pad)
+            dm = output_transform_adjoint(_to_channels_last(dy), tiles)
+            if self.group == 1:
+                du = xp.matmul(dm.swapaxes(1, 2), v)
+            else:
+                du = xp.empty((16, weight.shape[0], weight.shape[1]), dtype=dy.dtype)
+                for mout, vin in zip(_group_slices(dm.shape[2], self.group), _group_slices(v.shape[2], self.group)):
+                    du[:, mout] = xp.matmul(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
+            del dm
+            weight_diff += filter_transform_adjoint(du)
+        u = self.u if self.u is not None else filter_transform(weight)
+        self.release()
+        if not need_bottom:
+            return None
+        # Bottom diff: full correlation with the rotated filters, channels swapped within each group.
+        g, og, cg = self.group, weight.shape[0] // self.group, weight.shape[1]
+        rotated = u[xp.asarray(_ROTATED)].reshape(16, g, og, cg).swapaxes(2, 3).reshape(16, g * cg, og)
+        dxh, _, _ = self._conv(dy, rotated, (2 - self.pad[0], 2 - self.pad[1]))
+        dx = dxh.transpose(0, 3, 1, 2)
+        if out is None:
+            return xp.ascontiguousarray(dx)
+        out[...] = dx
+        return out
