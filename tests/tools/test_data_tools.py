@@ -149,3 +149,18 @@ def test_convert_imageset_and_mean_errors(tmp_path):
         result = run(tool, *args, cwd=tmp_path)
         assert result.returncode == 1, (tool, args)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs the Debian package dataset-fashion-mnist")
+def test_fashion_mnist_defaults_are_idempotent_and_never_half_written(tmp_path):
+    # A stale half-written database from an interrupted run is replaced, not taken as finished.
+    stale = tmp_path / "data" / "fashion_mnist" / "test_lmdb.partial"
+    stale.mkdir(parents=True)
+    (stale / "data.mdb").write_bytes(b"junk")
+    first = run("convert_mnist_data", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert not stale.exists()
+    assert len(records(tmp_path / "data" / "fashion_mnist" / "test_lmdb")) == 10000
+    again = run("convert_mnist_data", cwd=tmp_path)
+    assert again.returncode == 0 and "already exists" in again.stderr
