@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from engine import caffe_pb2
-from engine.errors import CaffeError
+from engine.data import datum as _datum
+from engine.errors import CaffeError, DataError
 
 # scikit-image's rgb2gray weights (ITU-R 709 luma), which pycaffe's load_image uses.
 _GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
@@ -292,18 +293,10 @@ def blobprotovector_str_to_arraylist(str_):
 def array_to_datum(arr, label=None):
     """A Datum from a C x H x W array: uint8 goes to `data`, anything else to
     `float_data`; the label is only written when given."""
-    arr = np.asarray(arr)
-    if arr.ndim != 3:
-        raise ValueError(f"Incorrect array shape: a Datum holds a C x H x W array, got {arr.shape}")
-    datum = caffe_pb2.Datum()
-    datum.channels, datum.height, datum.width = (int(d) for d in arr.shape)
-    if arr.dtype == np.uint8:
-        datum.data = np.ascontiguousarray(arr).tobytes()
-    else:
-        datum.float_data.extend(arr.astype(float).ravel().tolist())
-    if label is not None:
-        datum.label = int(label)
-    return datum
+    try:
+        return _datum.array_to_datum(arr, label)
+    except DataError as exc:
+        raise ValueError(f"Incorrect array shape: {exc}") from None
 
 
 def datum_to_array(datum):

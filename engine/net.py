@@ -73,6 +73,7 @@ class Net:
     # -- construction --------------------------------------------------------------
     def _init(self, param):
         self.name = param.name
+        self._blob_dict = self._param_dict = self._layer_dict = None
         self.param = insert_splits(filter_net(param, self.state))
         self.layers = []
         self._layer_names = []
@@ -294,16 +295,23 @@ class Net:
     # -- pycaffe's properties ---------------------------------------------------------
     @property
     def blobs(self):
-        return OrderedDict(zip(self._blob_names, self._blobs))
+        # The wiring is fixed once built, so each mapping is made once (as pycaffe caches them).
+        if self._blob_dict is None:
+            self._blob_dict = OrderedDict(zip(self._blob_names, self._blobs))
+        return self._blob_dict
 
     @property
     def params(self):
-        return OrderedDict((name, layer.blobs) for name, layer in zip(self._layer_names, self.layers)
-                           if len(layer.blobs))
+        if self._param_dict is None:
+            self._param_dict = OrderedDict((name, layer.blobs) for name, layer in
+                                           zip(self._layer_names, self.layers) if len(layer.blobs))
+        return self._param_dict
 
     @property
     def layer_dict(self):
-        return OrderedDict(zip(self._layer_names, self.layers))
+        if self._layer_dict is None:
+            self._layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        return self._layer_dict
 
     @property
     def blob_loss_weights(self):

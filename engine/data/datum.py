@@ -49,10 +49,11 @@ def datum_to_array(datum, force_color=False, force_gray=False, where="<datum>"):
     return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
 
 
-def array_to_datum(array, label=0, mark_raw=False):
+def array_to_datum(array, label=None, mark_raw=False):
     """pycaffe's array_to_datum: a raw Datum from a (C, H, W) array.
 
-    uint8 arrays go into `data`; any other dtype into `float_data`.
+    uint8 arrays go into `data`; any other dtype into `float_data`; the label
+    is written only when given.
     `mark_raw` writes `encoded: false` explicitly, as Caffe's CVMatToDatum
     (convert_imageset) does, so the records match Caffe's byte for byte.
     """
@@ -65,7 +66,8 @@ def array_to_datum(array, label=0, mark_raw=False):
         datum.data = np.ascontiguousarray(array).tobytes()
     else:
         datum.float_data.extend(array.astype(np.float32).ravel().tolist())
-    datum.label = int(label)
+    if label is not None:
+        datum.label = int(label)
     if mark_raw:
         datum.encoded = False
     return datum

@@ -42,6 +42,27 @@ COLUMN_BUFFER_LIMIT = 1 << 25
 WINOGRAD = "auto"
 
 
+def setup_conv_geometry(layer, bottom):
+    """Read convolution_param's axis, kernel, stride, pad and dilation onto `layer`.
+
+    Shared by the convolution layers and Im2col, which take the same geometry.
+    """
+    p = layer.param.convolution_param
+    try:
+        layer.channel_axis = bottom.canonical_axis(p.axis)
+    except IndexError as exc:
+        raise layer.error(str(exc)) from None
+    layer.num_spatial_axes = bottom.num_axes - layer.channel_axis - 1
+    layer.check(layer.num_spatial_axes >= 1,
+                f"needs at least one spatial axis after the channel axis {layer.channel_axis} "
+                f"(bottom shape {bottom.shape})")
+    try:
+        layer.kernel, layer.stride, layer.pad, layer.dilation = conv_spatial_params(p, layer.num_spatial_axes)
+    except GeometryError as exc:
+        raise layer.error(str(exc)) from None
+    return p
+
+
 def _shape_string(shape):
     return " ".join(str(d) for d in shape) + f" ({math.prod(shape)})"
 
@@ -64,19 +85,7 @@ class BaseConvolutionLayer(Layer):
 
     # -- set-up -----------------------------------------------------------------------
     def setup(self, bottom, top):
-        p = self.param.convolution_param
-        try:
-            self.channel_axis = bottom[0].canonical_axis(p.axis)
-        except IndexError as exc:
-            raise self.error(str(exc)) from None
-        self.num_spatial_axes = bottom[0].num_axes - self.channel_axis - 1
-        self.check(self.num_spatial_axes >= 1,
-                   f"needs at least one spatial axis after the channel axis {self.channel_axis} "
-                   f"(bottom shape {bottom[0].shape})")
-        try:
-            self.kernel, self.stride, self.pad, self.dilation = conv_spatial_params(p, self.num_spatial_axes)
-        except GeometryError as exc:
-            raise self.error(str(exc)) from None
+        p = setup_conv_geometry(self, bottom[0])
         self.channels = bottom[0].shape[self.channel_axis]
         self.check(p.num_output > 0, "convolution_param.num_output must be positive")
         self.num_output = p.num_output

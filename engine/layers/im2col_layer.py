@@ -8,9 +8,10 @@ dilation, axis); num_output and the fillers are not used.
 
 import math
 
-from ..geometry import GeometryError, conv_output_size, conv_spatial_params
+from ..geometry import GeometryError, conv_output_size
 from ..im2col import col2im, im2col
 from .base import Layer, register_layer
+from .conv import setup_conv_geometry
 
 
 @register_layer
@@ -20,19 +21,7 @@ class Im2colLayer(Layer):
     exact_num_top_blobs = 1
 
     def setup(self, bottom, top):
-        p = self.param.convolution_param
-        try:
-            self.channel_axis = bottom[0].canonical_axis(p.axis)
-        except IndexError as exc:
-            raise self.error(str(exc)) from None
-        self.num_spatial_axes = bottom[0].num_axes - self.channel_axis - 1
-        self.check(self.num_spatial_axes >= 1,
-                   f"needs at least one spatial axis after the channel axis {self.channel_axis} "
-                   f"(bottom shape {bottom[0].shape})")
-        try:
-            self.kernel, self.stride, self.pad, self.dilation = conv_spatial_params(p, self.num_spatial_axes)
-        except GeometryError as exc:
-            raise self.error(str(exc)) from None
+        setup_conv_geometry(self, bottom[0])
 
     def reshape(self, bottom, top):
         axis = self.channel_axis

@@ -49,6 +49,19 @@ class LossLayer(Layer):
             return p.VALID if p.normalize else p.BATCH_SIZE
         return p.normalization
 
+    def labels_and_mask(self, blob):
+        """Class labels shaped (outer, inner), ignored ones mapped to 0, and the mask of valid ones.
+
+        For losses over a class axis; they set `outer`, `inner`, `classes` and `ignore_label`.
+        """
+        xp = get_array_module(blob.data)
+        labels = blob.data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = xp.ones(labels.shape, dtype=bool) if self.ignore_label is None else labels != self.ignore_label
+        safe = xp.where(valid, labels, 0)
+        if int(((safe < 0) | (safe >= self.classes)).sum()):
+            raise self.error(f"label values must lie in [0, {self.classes - 1}]")
+        return safe, valid
+
     def refuse_label_gradient(self, propagate_down):
         if len(propagate_down) > 1 and propagate_down[1]:
             raise self.error("cannot backpropagate to label inputs")
@@ -80,20 +93,11 @@ class SoftmaxWithLossLayer(LossLayer):
         if len(top) > 1:
             top[1].reshape(bottom[0].shape)
 
-    def _labels(self, bottom):
-        xp = get_array_module(bottom[1].data)
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        valid = xp.ones(labels.shape, dtype=bool) if self.ignore_label is None else labels != self.ignore_label
-        safe = xp.where(valid, labels, 0)
-        if int(((safe < 0) | (safe >= self.classes)).sum()):
-            raise self.error(f"label values must lie in [0, {self.classes - 1}]")
-        return safe, valid
-
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
         self.prob = softmax(bottom[0].data, self.axis)
         prob = self.prob.reshape(self.outer, self.classes, self.inner)
-        labels, valid = self._labels(bottom)
+        labels, valid = self.labels_and_mask(bottom[1])
         picked = xp.take_along_axis(prob, labels[:, None, :], axis=1)[:, 0, :]
         losses = -xp.log(xp.maximum(picked, FLT_MIN)) * valid
         self.valid_count = int(valid.sum())
@@ -107,7 +111,7 @@ class SoftmaxWithLossLayer(LossLayer):
         if not propagate_down[0]:
             return
         xp = get_array_module(bottom[0].data)
-        labels, valid = self._labels(bottom)
+        labels, valid = self.labels_and_mask(bottom[1])
         grad = self.prob.reshape(self.outer, self.classes, self.inner).copy()
         onehot = xp.arange(self.classes)[None, :, None] == labels[:, None, :]
         grad -= onehot

@@ -165,20 +165,10 @@ class InfogainLossLayer(LossLayer):
         source = self.matrix if self.matrix is not None else bottom[2].data
         return source.reshape(self.classes, self.classes)
 
-    def _labels(self, bottom):
-        """Labels (outer, inner) with ignored positions mapped to 0, and the valid mask."""
-        xp = get_array_module(bottom[1].data)
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        valid = xp.ones(labels.shape, dtype=bool) if self.ignore_label is None else labels != self.ignore_label
-        safe = xp.where(valid, labels, 0)
-        if int(((safe < 0) | (safe >= self.classes)).sum()):
-            raise self.error(f"label values must lie in [0, {self.classes - 1}]")
-        return safe, valid
-
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
         self.prob = softmax(bottom[0].data, self.axis).reshape(self.outer, self.classes, self.inner)
-        labels, valid = self._labels(bottom)
+        labels, valid = self.labels_and_mask(bottom[1])
         rows = self._matrix(bottom)[labels]  # (outer, inner, K): H[label, :]
         logs = xp.log(xp.maximum(self.prob, self.prob.dtype.type(LOG_THRESHOLD))).transpose(0, 2, 1)
         total = -(rows * logs * valid[:, :, None]).sum()
@@ -193,7 +183,7 @@ class InfogainLossLayer(LossLayer):
         if not propagate_down[0]:
             return
         matrix = self._matrix(bottom)
-        labels, valid = self._labels(bottom)
+        labels, valid = self.labels_and_mask(bottom[1])
         row_sums = matrix.sum(axis=1)[labels]  # (outer, inner)
         grad = self.prob * row_sums[:, None, :] - matrix[labels].transpose(0, 2, 1)
         grad *= valid[:, None, :]

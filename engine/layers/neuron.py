@@ -70,7 +70,6 @@ class ReLULayer(NeuronLayer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        xp = get_array_module(top[0].diff)
         # In place, bottom data already holds the output; its sign is the input's.
         x = bottom[0].data
         gate = (x > 0).astype(x.dtype)
