@@ -7,7 +7,7 @@ import numpy as np
 
 import engine
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "caffe-reference"
+from paths import REFERENCE  # noqa: E402
 
 
 def cases(group):

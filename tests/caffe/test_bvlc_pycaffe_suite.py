@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE_FILES = ("test_net.py", "test_net_spec.py", "test_solver.py", "test_layer_type_list.py", "test_io.py",
@@ -36,7 +37,7 @@ def _prototxt_root(suite):
         candidates.append(suite.parents[2])
     if os.environ.get("PYCAFFE_PROTOTXT_ROOT"):
         candidates.append(Path(os.environ["PYCAFFE_PROTOTXT_ROOT"]))
-    candidates.append(ROOT.parent / "shared" / "caffe-configs" / "BVLC__caffe")
+    candidates.append(CONFIGS / "BVLC__caffe")
     for folder in candidates:
         if (folder / "models").is_dir() and (folder / "examples").is_dir():
             return folder

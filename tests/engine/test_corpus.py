@@ -15,7 +15,7 @@ from engine import caffe_pb2, formats, netgraph
 from engine.errors import CaffeError, NetError, ProtoError
 from engine.net import Net
 
-CONFIGS = Path(__file__).resolve().parents[3] / "shared" / "caffe-configs"
+from paths import CONFIGS  # noqa: E402
 
 # Caffe's registered layer types (BVLC master); anything else is a fork's layer.
 BVLC_TYPES = set("""

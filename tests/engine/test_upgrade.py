@@ -16,7 +16,7 @@ from engine import caffe_pb2 as pb  # noqa: E402
 from engine import upgrade  # noqa: E402
 from engine.errors import ProtoError  # noqa: E402
 
-CORPUS = ROOT / ".." / "shared" / "caffe-configs"
+from paths import CONFIGS as CORPUS  # noqa: E402
 
 # Type strings Caffe's V1 upgrade produces, plus the Input layer the header
 # upgrade adds.

@@ -19,7 +19,7 @@ from engine import caffe_pb2, formats, summary
 from engine.net import TEST, Net
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT.parent / "shared" / "caffe-configs"
+from paths import CONFIGS  # noqa: E402
 sys.path.insert(0, str(ROOT / "tools"))
 import zoo  # noqa: E402  (tools/zoo)
 from zoo.smoke import run_smoke  # noqa: E402

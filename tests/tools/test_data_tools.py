@@ -14,11 +14,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.data.datum import datum_to_array, parse_datum  # noqa: E402
+from paths import REFERENCE  # noqa: E402
 from engine.data.db import open_db  # noqa: E402
 from engine.data.idx import write_idx  # noqa: E402
 
 TOOLS = ROOT / "tools"
-DATA = ROOT.parent / "shared" / "caffe-reference" / "data"
+DATA = REFERENCE / "data"
 HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
 needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
 needs_reference = pytest.mark.skipif(not DATA.is_dir(), reason="the Caffe reference data is not present")

@@ -10,7 +10,7 @@ from engine import summary
 from engine.net import TEST, Net
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT.parent / "shared" / "caffe-configs"
+from paths import CONFIGS  # noqa: E402
 LENET = CONFIGS / "BVLC__caffe/examples/mnist/lenet.prototxt"
 CAFFENET = CONFIGS / "BVLC__caffe/models/bvlc_reference_caffenet/deploy.prototxt"
 VGG16 = CONFIGS / "yxliwhu__NYUD-FCN8s/ilsvrc-nets__VGG_ILSVRC_16_layers_deploy.prototxt"

@@ -20,7 +20,7 @@ from engine.backend import gpu_available
 from engine.solvers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "caffe-reference"
+from paths import REFERENCE  # noqa: E402
 GLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w.]+:\d+\] ")
 
 NET = """name: "toolnet"

@@ -17,7 +17,7 @@ from engine import caffe_pb2 as pb  # noqa: E402
 
 NET_TOOL = ROOT / "tools" / "upgrade_net_proto_text"
 SOLVER_TOOL = ROOT / "tools" / "upgrade_solver_proto_text"
-CORPUS = ROOT / ".." / "shared" / "caffe-configs"
+from paths import CONFIGS as CORPUS  # noqa: E402
 
 
 def run(tool, *args, cwd):

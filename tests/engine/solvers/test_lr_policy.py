@@ -11,7 +11,8 @@ from engine.errors import SolverError
 from engine.formats import parse_text
 from engine.solvers import lr_policy
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "caffe-reference" / "solvers"
+from paths import REFERENCE as _REFERENCE  # noqa: E402
+REFERENCE = _REFERENCE / "solvers"
 
 
 def param(text):

@@ -12,7 +12,7 @@ import pytest
 
 from engine.solvers import get_solver
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "caffe-reference"
+from paths import REFERENCE  # noqa: E402
 CASES = sorted(p for p in (REFERENCE / "solvers").glob("*") if (p / "case.json").exists()) \
     if (REFERENCE / "solvers").is_dir() else []
 
