@@ -38,8 +38,9 @@ SOLVERS = [p for p in FILES if _is_solver(p)]
 
 def _fork_files():
     """Files the corpus README marks as using fields outside BVLC's schema."""
-    readme = (CONFIGS / "README.md").read_text()
     names = set()
+    if not (CONFIGS / "README.md").exists():
+        return names  # no corpus here: every corpus test below has no cases
     for row in readme.splitlines():
         cells = [c.strip() for c in row.split("|")]
         if len(cells) > 9 and cells[8] == "NO":
