@@ -41,6 +41,7 @@ def _fork_files():
     names = set()
     if not (CONFIGS / "README.md").exists():
         return names  # no corpus here: every corpus test below has no cases
+    readme = (CONFIGS / "README.md").read_text()
     for row in readme.splitlines():
         cells = [c.strip() for c in row.split("|")]
         if len(cells) > 9 and cells[8] == "NO":
