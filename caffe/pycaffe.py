@@ -7,19 +7,55 @@ scripts reach for (_forward, _inputs, _top_ids, ...), and the per-layer
 callbacks. Nets that a solver builds are engine Nets; `adopt` turns them into
 this class in place, so `solver.net` offers the same interface as pycaffe's,
 where these methods are attached to the one C++-backed Net class.
+
+In GPU mode pycaffe's `.data` and `.diff` are NumPy arrays, as Caffe hands
+Python its CPU copy: `blobs` and `params` then give `HostBlob`s, and
+`forward`/`backward` return host arrays. The engine underneath keeps the
+blobs on the device and uploads what Python wrote before it next uses them.
 """
 
 import itertools
+from collections import OrderedDict
 
 import numpy as np
 
 import engine
 from engine import backend
+from engine.blob import HostBlob, host_blobs
 
 
 class Net(engine.Net):
     """`caffe.Net(model, phase)`, `caffe.Net(model, weights, phase)` or with
     the keywords `weights=`, `level=`, `stages=`, as pycaffe accepts."""
+
+    # -- host views in GPU mode ----------------------------------------------------------
+    def _on_gpu(self):
+        return bool(self._blobs) and self._blobs[0].xp is not np
+
+    @property
+    def blobs(self):
+        if not self._on_gpu():
+            return self._named_blobs()
+        if self.__dict__.get("_host_blob_dict") is None:
+            self._host_blob_dict = OrderedDict((name, HostBlob(blob)) for name, blob in self._named_blobs().items())
+        return self._host_blob_dict
+
+    @property
+    def params(self):
+        params = super().params
+        if not self._on_gpu():
+            return params
+        if self.__dict__.get("_host_param_dict") is None:
+            self._host_param_dict = OrderedDict((name, host_blobs(blobs)) for name, blobs in params.items())
+        return self._host_param_dict
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        outputs = super().forward(blobs=blobs, start=start, end=end, **kwargs)
+        return {name: backend.to_host(values) for name, values in outputs.items()} if self._on_gpu() else outputs
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        outputs = super().backward(diffs=diffs, start=start, end=end, **kwargs)
+        return {name: backend.to_host(values) for name, values in outputs.items()} if self._on_gpu() else outputs
 
     # -- pycaffe's private accessors -------------------------------------------------
     @property

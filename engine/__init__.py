@@ -7,7 +7,7 @@ weights=...)`, `engine.set_mode_cpu()`, `engine.get_solver(path)`, ...
 import logging
 
 from . import caffe_pb2
-from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
+from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed, set_tf32
 from .blob import Blob
 from .errors import CaffeError
 from .layers import layer_types
@@ -34,4 +34,4 @@ def __getattr__(name):
 
 
 __all__ = ["Blob", "CaffeError", "Net", "TEST", "TRAIN", "caffe_pb2", "layer_type_list", "set_device",
-           "set_mode_cpu", "set_mode_gpu", "set_random_seed"] + sorted(_SOLVER_NAMES)
+           "set_mode_cpu", "set_mode_gpu", "set_random_seed", "set_tf32"] + sorted(_SOLVER_NAMES)

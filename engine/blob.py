@@ -2,8 +2,16 @@
 
 As in Caffe, a blob keeps its storage when it shrinks and reallocates only
 when it grows, and two blobs can share storage (parameter sharing, in-place
-layers). `.data` and `.diff` are views of the current shape, writable NumPy
-arrays on the CPU, as pycaffe users expect.
+layers). `.data` and `.diff` are views of the current shape, in the array module
+the blob was made for: NumPy on the CPU, CuPy on the GPU.
+
+On the GPU, code outside the engine (pycaffe scripts, Python layers) reads
+and writes host copies, `host_data` and `host_diff`, as Caffe's
+SyncedMemory gives pycaffe its CPU pointer: handing out the host copy
+downloads the device values (when the device may have changed them) and
+marks the copy as the newer one; the engine's next `.data`/`.diff` access
+uploads it again. Holding a host copy across engine work is as in Caffe:
+it is refreshed only when asked for again.
 """
 
 import math
@@ -16,12 +24,41 @@ _AXES_LEGACY = 4
 
 
 class _Storage:
-    """A flat array that several blobs may point at; reallocation is seen by all."""
+    """A flat array that several blobs may point at; reallocation is seen by all.
 
-    __slots__ = ("array",)
+    For device arrays, `host` is the NumPy mirror handed to Python code and
+    `host_newer` says it was handed out since the device array was last used.
+    """
+
+    __slots__ = ("array", "host", "host_newer")
 
     def __init__(self, array):
         self.array = array
+        self.host = None
+        self.host_newer = False
+
+    def replace(self, array):
+        self.array = array
+        self.host = None
+        self.host_newer = False
+
+    def device_array(self):
+        """The array the engine computes on, with any host writes uploaded first."""
+        if self.host_newer:
+            self.array.set(self.host)
+            self.host_newer = False
+        return self.array
+
+    def host_array(self):
+        """The NumPy mirror, current; the caller may write it (it is uploaded on the next engine use)."""
+        if isinstance(self.array, np.ndarray):
+            return self.array
+        if not self.host_newer:
+            if self.host is None or self.host.shape != self.array.shape:
+                self.host = np.empty(self.array.shape, dtype=self.array.dtype)
+            self.array.get(out=self.host)
+            self.host_newer = True
+        return self.host
 
 
 def _check_shape(shape):
@@ -70,7 +107,8 @@ class Blob:
         self._count = count = math.prod(self._shape)
         for storage in (self._data, self._diff):
             if storage.array.size < count:
-                storage.array = self._xp.zeros(count, dtype=self._dtype)
+                # Caffe keeps the values when a blob regrows only by copying them itself; neither do we.
+                storage.replace(self._xp.zeros(count, dtype=self._dtype))
 
     def reshape_like(self, other):
         self.reshape(other.shape)
@@ -111,7 +149,8 @@ class Blob:
 
     # -- data and diff -----------------------------------------------------
     def _view(self, storage):
-        return storage.array[: self.count].reshape(self._shape)
+        array = storage.device_array() if storage.host_newer else storage.array
+        return array[: self._count].reshape(self._shape)
 
     @property
     def data(self):
@@ -119,7 +158,7 @@ class Blob:
 
     @data.setter
     def data(self, values):
-        self.data[...] = values
+        self.data[...] = backend.to_device(values, self._xp)
 
     @property
     def diff(self):
@@ -127,7 +166,24 @@ class Blob:
 
     @diff.setter
     def diff(self, values):
-        self.diff[...] = values
+        self.diff[...] = backend.to_device(values, self._xp)
+
+    @property
+    def host_data(self):
+        """`data` as a NumPy array, for code outside the engine (see the module docstring)."""
+        return self._data.host_array()[: self._count].reshape(self._shape)
+
+    @host_data.setter
+    def host_data(self, values):
+        self.host_data[...] = values
+
+    @property
+    def host_diff(self):
+        return self._diff.host_array()[: self._count].reshape(self._shape)
+
+    @host_diff.setter
+    def host_diff(self, values):
+        self.host_diff[...] = values
 
     def share_data(self, other):
         """Point this blob's data at `other`'s storage (counts must agree)."""
@@ -145,7 +201,7 @@ class Blob:
         if xp is self._xp:
             return
         for storage in (self._data, self._diff):
-            storage.array = backend.to_device(storage.array, xp)
+            storage.replace(backend.to_device(storage.device_array(), xp))
         self._xp = xp
 
     def __repr__(self):
@@ -159,3 +215,42 @@ class BlobVec(list):
         blob = Blob(shape)
         self.append(blob)
         return blob
+
+
+class HostBlob:
+    """A blob as pycaffe shows it: `.data` and `.diff` are NumPy arrays on the GPU too."""
+
+    __slots__ = ("_blob",)
+
+    def __init__(self, blob):
+        self._blob = blob
+
+    @property
+    def data(self):
+        return self._blob.host_data
+
+    @data.setter
+    def data(self, values):
+        self._blob.host_data = values
+
+    @property
+    def diff(self):
+        return self._blob.host_diff
+
+    @diff.setter
+    def diff(self, values):
+        self._blob.host_diff = values
+
+    def __getattr__(self, name):
+        return getattr(self._blob, name)
+
+    def __repr__(self):
+        return f"HostBlob({self._blob!r})"
+
+
+def host_blobs(blobs):
+    """`blobs` as Python code should see them: HostBlobs when they live on the GPU (pycaffe
+    scripts and Python layers compute with NumPy)."""
+    if all(blob.xp is np for blob in blobs):
+        return blobs
+    return [HostBlob(blob) for blob in blobs]

@@ -1,4 +1,9 @@
-"""Weight fillers with Caffe's definitions of fan-in, fan-out and sparsity."""
+"""Weight fillers with Caffe's definitions of fan-in, fan-out and sparsity.
+
+Values are drawn on the host from the engine's generator and copied to the
+device in GPU mode, as Caffe's fillers write the CPU copy: one random_seed
+gives the same initial weights on the CPU and on the GPU.
+"""
 
 import math
 
@@ -106,9 +111,8 @@ def fill(array, param):
         filler = _FILLERS[param.type]
     except KeyError:
         raise CaffeError(f"Unknown filler type: {param.type} (known: {', '.join(sorted(_FILLERS))})") from None
-    xp = backend.get_array_module(array)
-    values = filler(param, tuple(array.shape), xp, backend.random_module(xp), array.dtype)
-    array[...] = values
+    values = filler(param, tuple(array.shape), np, backend.rng(), array.dtype)
+    array[...] = backend.to_device(values, backend.get_array_module(array))
     return array
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
-from . import caffe_pb2
+from . import backend, caffe_pb2
 from .errors import ProtoError, WeightsError
 
 # -- generic text / binary ----------------------------------------------------
@@ -169,11 +169,11 @@ def blobproto_to_array(proto, diff=False, shape=None):
 def array_to_blobproto(array, diff=None):
     """A BlobProto with the `shape` field, float data (and diff)."""
     proto = caffe_pb2.BlobProto()
-    array = np.asarray(array)
+    array = backend.to_host(array)
     proto.shape.dim.extend(int(d) for d in array.shape)
     proto.data.extend(array.astype(np.float32, copy=False).ravel().tolist())
     if diff is not None:
-        proto.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+        proto.diff.extend(backend.to_host(diff).astype(np.float32, copy=False).ravel().tolist())
     return proto
 
 
@@ -259,9 +259,9 @@ def write_hdf5_weights(path, layers, write_diff=False):
                 group = data.create_group(name)
                 dgroup = diff.create_group(name) if diff is not None else None
                 for i, (values, grads) in enumerate(blobs):
-                    group.create_dataset(str(i), data=np.asarray(values, dtype=np.float32))
+                    group.create_dataset(str(i), data=backend.to_host(values).astype(np.float32, copy=False))
                     if dgroup is not None:
-                        dgroup.create_dataset(str(i), data=np.asarray(grads, dtype=np.float32))
+                        dgroup.create_dataset(str(i), data=backend.to_host(grads).astype(np.float32, copy=False))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

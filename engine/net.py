@@ -295,6 +295,9 @@ class Net:
     # -- pycaffe's properties ---------------------------------------------------------
     @property
     def blobs(self):
+        return self._named_blobs()
+
+    def _named_blobs(self):
         # The wiring is fixed once built, so each mapping is made once (as pycaffe caches them).
         if self._blob_dict is None:
             self._blob_dict = OrderedDict(zip(self._blob_names, self._blobs))
@@ -376,15 +379,15 @@ class Net:
             end_index = len(self.layers) - 1
             outputs = set(self.outputs + blobs)
         for name, values in kwargs.items():
-            if name not in self.inputs and name not in self.blobs:
+            if name not in self.inputs and name not in self._named_blobs():
                 raise NetError(f"forward: '{name}' is not a blob of net '{self.name}'")
-            blob = self.blobs[name]
-            values = np.asarray(values) if blob.xp is np else values
+            blob = self._named_blobs()[name]
+            values = backend.to_device(values, blob.xp)
             if values.shape[0] != blob.shape[0]:
                 raise NetError(f"Input '{name}' is not batch sized: {values.shape[0]} vs {blob.shape[0]}")
             blob.data[...] = values
         self.loss = self.forward_from_to(start_index, end_index)
-        return {name: self.blobs[name].data for name in outputs}
+        return {name: self._named_blobs()[name].data for name in outputs}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
         """pycaffe's backward: set top diffs, run, return {input name: diff}."""
@@ -397,13 +400,13 @@ class Net:
             end_index = 0
             outputs = set(self.inputs + diffs)
         for name, values in kwargs.items():
-            blob = self.blobs[name]
-            values = np.asarray(values) if blob.xp is np else values
+            blob = self._named_blobs()[name]
+            values = backend.to_device(values, blob.xp)
             if values.shape[0] != blob.shape[0]:
                 raise NetError(f"Diff '{name}' is not batch sized: {values.shape[0]} vs {blob.shape[0]}")
             blob.diff[...] = values
         self.backward_from_to(start_index, end_index)
-        return {name: self.blobs[name].diff for name in outputs}
+        return {name: self._named_blobs()[name].diff for name in outputs}
 
     def set_input_arrays(self, data, labels):
         """pycaffe's feed for a first MemoryData layer: `layer.reset(data, labels)` does the checks."""

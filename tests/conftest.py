@@ -36,3 +36,14 @@ def _cpu_mode_and_seed():
     engine.set_random_seed(1701)
     yield
     engine.set_mode_cpu()
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def mode(request):
+    """Run a test once on the CPU and, where CuPy and a GPU are present, once on the GPU."""
+    import engine
+
+    if request.param == "gpu":
+        engine.set_mode_gpu()
+    return request.param
+

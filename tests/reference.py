@@ -28,7 +28,7 @@ def formula_weights(net):
                 scale = np.sqrt(6 / fan_in)
             else:
                 scale = 0.2
-            blob.data[...] = (u * scale).reshape(blob.shape).astype(np.float32)
+            blob.data = (u * scale).reshape(blob.shape).astype(np.float32)
 
 
 def run_case(folder):
@@ -44,12 +44,12 @@ def run_case(folder):
         net.copy_from(str(folder / "weights.caffemodel"))
     for key in arrays.files:
         if key.startswith("input/"):
-            net.blobs[key[len("input/"):]].data[...] = arrays[key]
+            net.blobs[key[len("input/"):]].data = arrays[key]
     net.forward()
     if meta.get("backward", True):
         for key in arrays.files:
             if key.startswith("topdiff/"):
-                net.blobs[key[len("topdiff/"):]].diff[...] = arrays[key]
+                net.blobs[key[len("topdiff/"):]].diff = arrays[key]
         net.backward()
     rtol, atol = meta["rtol"], meta["atol"]
     problems = []

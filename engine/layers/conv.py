@@ -13,6 +13,11 @@ Convolution's forward leaves its columns in the buffer and the weight
 gradient reuses them, where Caffe recomputes the same values from the same
 bottom (a net never changes a bottom between its forward and backward).
 
+On the GPU, Convolution runs through cuDNN (engine/cuda/cudnn.py) when the
+cuDNN frontend package is installed and supports the geometry: forward,
+backward-data and backward-filter are one cuDNN call each, groups included.
+Otherwise the column arithmetic below runs on CuPy with cuBLAS products.
+
 On the CPU, Convolution's 2-D 3x3 stride-1 layers take Winograd F(2x2, 3x3)
 instead (engine/winograd.py; WINOGRAD below), and other stride-1 layers
 compute the bottom diff as a correlation of the top diff (im2col + GEMM)
@@ -28,6 +33,7 @@ import numpy
 
 from .. import winograd
 from ..backend import get_array_module
+from ..cuda import cudnn
 from ..fillers import fill
 from ..geometry import GeometryError, conv_output_size, conv_spatial_params, deconv_output_size
 from ..im2col import col2im, im2col
@@ -250,8 +256,45 @@ class ConvolutionLayer(BaseConvolutionLayer):
             return True
         return xp is numpy and self._winograd_pays()
 
+    # -- cuDNN (GPU) ------------------------------------------------------------------
+    def _cudnn_plan(self, kind, array):
+        """The cuDNN plan for `kind` on this layer's shapes, or None (CPU, no cuDNN, unsupported)."""
+        if get_array_module(array) is numpy or self.channel_axis != 1 or self.num_spatial_axes not in (2, 3):
+            return None
+        x_shape = (self.num, self.channels) + self.image_spatial
+        y_shape = (self.num, self.num_output) + self.col_spatial
+        return cudnn.plan(kind, x_shape, self.blobs[0].shape, y_shape, self.pad, self.stride, self.dilation,
+                          array.dtype)
+
+    def _cudnn_forward(self, plan, bottom, top):
+        for b, t in zip(bottom, top):
+            plan.run(b.data, self.blobs[0].data, t.data)
+            if self.bias_term:
+                t.data[...] += self.blobs[1].data.reshape((1, -1) + (1,) * self.num_spatial_axes)
+
+    def _cudnn_backward(self, top, propagate_down, bottom):
+        """Both cuDNN plans, or False when either is missing (the caller falls back)."""
+        data_plan = self._cudnn_plan("backward_data", top[0].diff) if any(propagate_down) else None
+        filter_plan = self._cudnn_plan("backward_filter", top[0].diff) if self.param_propagate_down[0] else None
+        if (any(propagate_down) and data_plan is None) or (self.param_propagate_down[0] and filter_plan is None):
+            return False
+        weight_diff = self.blobs[0].diff
+        scratch = get_array_module(weight_diff).empty_like(weight_diff) if filter_plan is not None else None
+        for index, (t, b) in enumerate(zip(top, bottom)):
+            if filter_plan is not None:
+                filter_plan.run(b.data, t.diff, scratch)  # cuDNN overwrites; Caffe accumulates
+                weight_diff += scratch
+            if propagate_down[index]:
+                data_plan.run(t.diff, self.blobs[0].data, b.diff)
+        return True
+
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
+        plan = self._cudnn_plan("forward", bottom[0].data)
+        if plan is not None:
+            self._cache = None
+            self._cudnn_forward(plan, bottom, top)
+            return
         if self._use_winograd(get_array_module(bottom[0].data)):
             self._cache = None
             for index, (b, t) in enumerate(zip(bottom, top)):
@@ -278,6 +321,8 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if self.bias_term and self.param_propagate_down[1]:
             for t in top:
                 self._accumulate_bias_diff(t.diff)
+        if self._cudnn_plan("forward", top[0].diff) is not None and self._cudnn_backward(top, propagate_down, bottom):
+            return
         if self._use_winograd(get_array_module(top[0].diff)):
             self._winograd_backward(top, propagate_down, bottom)
             return

@@ -16,12 +16,16 @@ unit-stride, whole-batch array operation. Caffe's numbers, not the textbook's:
 Windows never straddle both sides of the image, so an empty window can only
 occur with kernel < stride and no padding; AVE gives 0 there, where Caffe
 divides by a non-positive size.
+
+On the GPU, MAX and AVE run as one CUDA kernel per pass (engine/cuda/pooling.py),
+with the same rules; STOCHASTIC keeps the array code below on both.
 """
 
 import numpy as np
 
 from .. import backend, caffe_pb2
 from ..backend import get_array_module
+from ..cuda import pooling as gpu_pooling
 from ..geometry import GeometryError, pool_output_size, pool_spatial_params, pool_window_sizes
 from ..im2col import OffsetWindows, pad_spatial, window_view
 from .base import Layer, register_layer
@@ -91,6 +95,8 @@ class PoolingLayer(Layer):
         if any(self.pad):
             self.check(self.method in (MAX, AVE), "Padding implemented only for average and max pooling.")
         self._argmax = None
+        self._mask = None
+        self._divisors = {}
 
     def reshape(self, bottom, top):
         self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to "
@@ -112,8 +118,33 @@ class PoolingLayer(Layer):
             top[1].reshape(top[0].shape)
 
     # -- forward ------------------------------------------------------------------------
+    def _on_gpu(self, array):
+        return self.method in (MAX, AVE) and get_array_module(array) is not np
+
+    def _forward_gpu(self, x, top):
+        xp = get_array_module(x)
+        geometry = (self.kernel, self.stride, self.pad)
+        if self.method == MAX:
+            self._mask = xp.empty(top[0].shape, dtype=np.int32)
+            gpu_pooling.max_forward(x, *geometry, self.out_shape, top[0].data, self._mask)
+            if len(top) > 1:
+                top[1].data[...] = self._mask
+        else:
+            gpu_pooling.ave_forward(x, self._divisor(x), *geometry, top[0].data)
+
+    def _backward_gpu(self, dy, bottom):
+        geometry = (self.kernel, self.stride, self.pad)
+        if self.method == MAX:
+            self.check(self._mask is not None, "backward called before forward")
+            gpu_pooling.max_backward(dy, self._mask, *geometry, bottom.diff)
+        else:
+            gpu_pooling.ave_backward(dy, self._divisor(bottom.data), *geometry, bottom.diff)
+
     def forward(self, bottom, top):
         x = bottom[0].data
+        if self._on_gpu(x):
+            self._forward_gpu(x, top)
+            return
         if self.method == MAX:
             values, self._argmax = self._max(x)
             top[0].data[...] = values
@@ -220,7 +251,14 @@ class PoolingLayer(Layer):
         windows.merge(grads, bottom.diff)
 
     def _divisor(self, x):
+        """Each window's AVE divisor, (out_h, out_w), kept until the shapes change."""
         xp = get_array_module(x)
+        key = (xp.__name__, x.dtype, x.shape[2:], self.out_shape)
+        if self._divisors.get("key") != key:
+            self._divisors = {"key": key, "table": self._divisor_table(x, xp)}
+        return self._divisors["table"]
+
+    def _divisor_table(self, x, xp):
         h = pool_window_sizes(x.shape[2], self.kernel[0], self.pad[0], self.stride[0], self.out_shape[0])
         w = pool_window_sizes(x.shape[3], self.kernel[1], self.pad[1], self.stride[1], self.out_shape[1])
         sizes = np.outer(np.maximum(h, 1), np.maximum(w, 1))  # empty windows sum to 0 anyway
@@ -258,6 +296,9 @@ class PoolingLayer(Layer):
         if not propagate_down[0]:
             return
         dy = top[0].diff
+        if self._on_gpu(dy):
+            self._backward_gpu(dy, bottom[0])
+            return
         if self.method == AVE:
             self._spread(dy / self._divisor(bottom[0].data), bottom[0])
         elif self.method == MAX or self.phase == caffe_pb2.TRAIN:

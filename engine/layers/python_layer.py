@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from ..blob import BlobVec
+from ..blob import BlobVec, host_blobs
 from ..errors import CaffeError
 from .base import Layer, register_layer
 
@@ -97,7 +97,7 @@ class PythonLayer(Layer):
         impl.param_str = self.param_str
         impl.phase = int(self.phase)
         try:
-            impl.setup(bottom, top)
+            impl.setup(host_blobs(bottom), host_blobs(top))
         except Exception as exc:
             # pycaffe lets the user's own exception through; the note names the layer.
             exc.add_note(f"in setup of Python layer '{self.name}' ({self.param.python_param.module}."
@@ -111,11 +111,12 @@ class PythonLayer(Layer):
             raise AttributeError(name)
         return getattr(impl, name)
 
+    # In GPU mode the user's code sees host copies (HostBlob), as Caffe's Python layers do.
     def reshape(self, bottom, top):
-        self.impl.reshape(bottom, top)
+        self.impl.reshape(host_blobs(bottom), host_blobs(top))
 
     def forward(self, bottom, top):
-        self.impl.forward(bottom, top)
+        self.impl.forward(host_blobs(bottom), host_blobs(top))
 
     def backward(self, top, propagate_down, bottom):
-        self.impl.backward(top, list(propagate_down), bottom)
+        self.impl.backward(host_blobs(top), list(propagate_down), host_blobs(bottom))

@@ -64,14 +64,24 @@ def _gpu_list(text):
         raise CaffeError(f"--gpu must be device IDs separated by ',' or 'all', got '{text}'") from None
 
 
-def set_mode(gpus):
-    """GPU mode on the one device asked for; the CPU, with one warning line, when no GPU is usable."""
+def set_mode(gpus, explicit=True):
+    """GPU mode on the one device asked for.
+
+    A `--gpu` flag with no usable GPU is an error naming the cause; a solver's
+    `solver_mode: GPU` (explicit=False) falls back to the CPU with one warning line.
+    """
     if gpus:
         reason = backend.gpu_unavailable_reason()
+        if reason and explicit:
+            raise CaffeError(f"--gpu {','.join(map(str, gpus))} asked for, but {reason}")
         if reason:
-            log.warning("GPU %s requested but %s; running on the CPU instead",
-                        ",".join(map(str, gpus)), reason, extra=at("caffe.cpp:212"))
+            log.warning("GPU %s requested but %s; running on the CPU instead", ",".join(map(str, gpus)), reason,
+                        extra=at("caffe.cpp:212"))
             gpus = []
+        count = _device_count()
+        missing = [g for g in gpus if not 0 <= g < count]
+        if missing:
+            raise CaffeError(f"no GPU with ID {missing[0]}: this machine has {count} (IDs 0..{count - 1})")
     if len(gpus) > 1:
         raise CaffeError(f"training on several GPUs at once ({','.join(map(str, gpus))}) is not supported; "
                          "give one device ID with --gpu")
@@ -99,10 +109,10 @@ def train(values, max_iter=None):
     param.train_state.level = values["level"]
     param.train_state.stage.extend(_stages(values))
     solver_class(param.type)  # an unknown type fails before anything else happens
-    gpu_flag = values["gpu"]
+    gpu_flag, explicit = values["gpu"], True
     if not gpu_flag and param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        gpu_flag = str(param.device_id)
-    set_mode(_gpu_list(gpu_flag))
+        gpu_flag, explicit = str(param.device_id), False
+    set_mode(_gpu_list(gpu_flag), explicit and gpu_flag != "all")
     handler = signals.SignalHandler(values["sigint_effect"], values["sighup_effect"])
     if values["snapshot"]:
         param.ClearField("weights")
@@ -160,7 +170,7 @@ def test(values):
     model = _scoring_net(values, "score")
     if not values["weights"]:
         raise CaffeError("Need model weights to score.")
-    set_mode(_gpu_list(values["gpu"]))
+    set_mode(_gpu_list(values["gpu"]), explicit=values["gpu"] != "all")
     net = Net(model, caffe_pb2.TEST, level=values["level"], stages=_stages(values))
     for path in values["weights"].split(","):
         net.copy_from(path.strip())

@@ -14,7 +14,8 @@ slice that is still in cache, instead of each streaming whole parameters
 through memory. Every element sees the same float operations in the same
 order as the step-by-step pipeline, so the numbers are the same bit for bit.
 Rules implement `update_values(param_id, diff, histories, rate, scratch)` on
-such slices (flat views of the diff and of the history arrays).
+such slices (flat views of the diff and of the history arrays). On the GPU,
+momentum SGD runs the same steps as one CUDA kernel (engine/cuda/sgd.py).
 """
 
 import logging
@@ -22,6 +23,7 @@ import logging
 import numpy as np
 
 from .. import backend
+from ..cuda import sgd as gpu_sgd
 from ..errors import SolverError
 from ..log import at, number
 from ..net import Net
@@ -101,6 +103,11 @@ class SGDSolver(Solver):
         if regularization not in (None, "L1", "L2"):
             raise SolverError(f"Unknown regularization type: {regularization}")
         local_rate = self.local_rate(param_id, rate)
+        if xp is not np and type(self).update_values is SGDSolver.update_values:
+            kind = {None: gpu_sgd.NO_DECAY, "L2": gpu_sgd.L2, "L1": gpu_sgd.L1}[regularization]
+            gpu_sgd.update(diff, data, histories[0], scale, decay, kind, local_rate,
+                           np.float32(self.param.momentum), subtract)
+            return
         count = diff.size
         step = count if xp is not np else min(count, UPDATE_CHUNK)
         scratch = [xp.empty(step, dtype=diff.dtype) for _ in range(2)]

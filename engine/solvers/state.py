@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import caffe_pb2, formats
+from .. import backend, caffe_pb2, formats
 from ..errors import ProtoError, SolverError
 
 
@@ -37,7 +37,7 @@ def write_binary(path, state):
     proto.learned_net = state.learned_net
     proto.current_step = int(state.current_step)
     for array in state.history:
-        proto.history.add().CopyFrom(formats.array_to_blobproto(np.asarray(array)))
+        proto.history.add().CopyFrom(formats.array_to_blobproto(array))
     formats.write_binary(path, proto)
 
 
@@ -54,7 +54,7 @@ def write_hdf5(path, state):
             handle.create_dataset("current_step", data=np.array([state.current_step], dtype=np.int32))
             group = handle.create_group("history")
             for index, array in enumerate(state.history):
-                group.create_dataset(str(index), data=np.asarray(array, dtype=np.float32))
+                group.create_dataset(str(index), data=backend.to_host(array).astype(np.float32, copy=False))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -40,7 +40,7 @@ def _ms(seconds):
 def time_net(values):
     """`caffe time`: per-layer forward and backward times averaged over --iterations."""
     model = _scoring_net(values, "time")
-    set_mode(_gpu_list(values["gpu"]))
+    set_mode(_gpu_list(values["gpu"]), explicit=values["gpu"] != "all")
     net = Net(model, _phase(values["phase"]), level=values["level"], stages=_stages(values))
     if values["weights"]:
         for path in values["weights"].split(","):
@@ -102,6 +102,12 @@ def device_query(values):
     for device in _gpu_list(values["gpu"]):
         log.info("Querying GPUs %d", device, extra=at("caffe.cpp:131"))
         p = runtime.getDeviceProperties(device)
+        # CUDA 13 dropped some fields from cudaDeviceProp; the attribute API still answers.
+        attributes = {"clockRate": 13, "kernelExecTimeoutEnabled": 17, "deviceOverlap": 15, "memPitch": 11,
+                      "textureAlignment": 14, "totalConstMem": 9, "regsPerBlock": 12, "sharedMemPerBlock": 8}
+        for key, attribute in attributes.items():
+            if key not in p:
+                p[key] = runtime.deviceGetAttribute(attribute, device)
         name = p["name"].decode() if isinstance(p["name"], bytes) else p["name"]
         rows = [("Device id", device), ("Major revision number", p["major"]),
                 ("Minor revision number", p["minor"]), ("Name", name),

@@ -7,7 +7,6 @@ the recorded reason, never silently.
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 

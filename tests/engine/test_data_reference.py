@@ -21,14 +21,14 @@ PARAMS = [pytest.param(c, id=c.name, marks=needs_plyvel if "leveldb" in c.name e
 
 @pytest.mark.skipif(not CASES, reason="the Caffe reference data is not present")
 @pytest.mark.parametrize("folder", PARAMS)
-def test_caffe_batches(folder, monkeypatch):
+def test_caffe_batches(folder, monkeypatch, mode):
     monkeypatch.chdir(folder)
     batches = np.load("batches.npz")
     net = engine.Net("net.prototxt", engine.TEST)
     try:
         for i in range(3):
             net.forward()
-            data, label = net.blobs["data"].data, net.blobs["label"].data
+            data, label = net.blobs["data"].host_data, net.blobs["label"].host_data
             assert data.shape == batches[f"data/{i}"].shape
             assert np.array_equal(data, batches[f"data/{i}"]), f"data of batch {i} differs"
             assert np.array_equal(label, batches[f"label/{i}"]), f"labels of batch {i} differ"

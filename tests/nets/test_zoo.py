@@ -252,7 +252,7 @@ def test_zoo_table_rows():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
-def test_train_val_loss_falls(name):
+def test_train_val_loss_falls(name, mode):
     losses = run_smoke(zoo.get(name), 20, root=str(ROOT))
     assert np.all(np.isfinite(losses))
     first, last = np.mean(losses[:2]), np.mean(losses[-4:])

@@ -207,6 +207,44 @@ def test_gpu_mode_without_gpu_falls_back_with_one_warning(work, capsys):
     assert len(warnings) == 1 and "running on the CPU" in warnings[0]
 
 
+def test_explicit_gpu_without_gpu_is_an_error_naming_the_cause(work, capsys):
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    status, _, err = call(cli.train_main, "--solver", "solver.prototxt", "--gpu", "0", "--iterations", "1",
+                          capsys=capsys)
+    assert status == 1
+    lines = error_lines(err, "train")
+    assert len(lines) == 1 and "--gpu 0 asked for, but" in lines[0]
+    assert "CuPy" in lines[0] or "CUDA" in lines[0] or "device" in lines[0]
+
+
+@pytest.mark.gpu
+def test_train_on_gpu_gives_the_cpu_weights(work, capsys):
+    from engine import formats
+
+    assert call(cli.train_main, "--solver", "solver.prototxt", capsys=capsys)[0] == 0
+    cpu = formats.read_weights("snap_iter_6.caffemodel")
+    status, _, err = call(cli.train_main, "--solver", "solver.prototxt", "--gpu", "0", capsys=capsys)
+    assert status == 0, err
+    assert "Using GPUs 0" in err and "Traceback" not in err
+    gpu = formats.read_weights("snap_iter_6.caffemodel")
+    for mine, theirs in zip(gpu["ip"], cpu["ip"]):
+        np.testing.assert_allclose(formats.blobproto_to_array(mine), formats.blobproto_to_array(theirs),
+                                   rtol=1e-4, atol=1e-6)
+    # Resuming on the GPU from the GPU's own state finishes the same way.
+    (work / "solver.prototxt").write_text(SOLVER.replace("max_iter: 6", "max_iter: 8"))
+    status, _, err = call(cli.train_main, "--solver", "solver.prototxt", "--gpu", "0", "--snapshot",
+                          "snap_iter_6.solverstate", capsys=capsys)
+    assert status == 0, err and (work / "snap_iter_8.caffemodel").is_file()
+
+
+@pytest.mark.gpu
+def test_device_query_on_gpu(capsys):
+    status, _, err = call(cli.caffe_main, "device_query", "-gpu", "0", capsys=capsys)
+    assert status == 0, err
+    assert "Querying GPUs 0" in err and "Number of multiprocessors:" in err
+
+
 def test_ctrl_c_writes_a_snapshot_and_exits_cleanly(work):
     (work / "solver.prototxt").write_text(SOLVER.replace("max_iter: 6", "max_iter: 100000000")
                                           .replace("display: 2", "display: 1"))

@@ -102,8 +102,8 @@ def run_smoke(spec, iterations=20, root=".", lr_scale=None, batch=None, size=Non
     param.base_lr *= lr_scale
     solver = engine.get_solver(param)
     data, labels = fixed_batch(spec.train_val, batch, size, _classes(spec.train_val))
-    solver.net.blobs["data"].data[...] = data
-    solver.net.blobs["label"].data[...] = labels
+    solver.net.blobs["data"].data = data
+    solver.net.blobs["label"].data = labels
     losses = []
     for _ in range(iterations):
         solver.step(1)

@@ -63,7 +63,7 @@ def lenet_with_inputs(batch):
 
 
 @pytest.mark.slow
-def test_lenet_learns(tmp_path):
+def test_lenet_learns(tmp_path, mode):
     x, y, tx, ty = dataset()
     param = formats.read_solver(str(ROOT / "solvers" / "lenet.prototxt"))
     for field in ("net", "test_iter", "test_interval"):
@@ -76,8 +76,8 @@ def test_lenet_learns(tmp_path):
 
     def next_batch():
         start = (solver.iter * BATCH) % TRAIN_COUNT
-        solver.net.blobs["data"].data[...] = x[start:start + BATCH]
-        solver.net.blobs["label"].data[...] = y[start:start + BATCH]
+        solver.net.blobs["data"].data = x[start:start + BATCH]
+        solver.net.blobs["label"].data = y[start:start + BATCH]
 
     solver.add_callback(next_batch, lambda: losses.append(float(solver.net.blobs["loss"].data)))
     solver.solve()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import backend
 from engine.solvers import get_solver
 
 from paths import REFERENCE  # noqa: E402
@@ -29,14 +30,14 @@ def check_final(solver, result, meta):
         if not key.startswith("final/"):
             continue
         _, layer, index = key.split("/")
-        ours = solver.net.params[layer][int(index)].data
+        ours = backend.to_host(solver.net.params[layer][int(index)].data)
         if not np.allclose(ours, result[key], rtol=meta["rtol"], atol=meta["atol"]):
             problems.append(f"{key}: max abs error {np.abs(ours - result[key]).max():.3g}")
     return problems
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_training_matches_caffe(case, monkeypatch, caplog):
+def test_training_matches_caffe(case, monkeypatch, caplog, mode):
     monkeypatch.chdir(case)
     meta, result = load(case)
     solver = get_solver("solver.prototxt")
@@ -63,7 +64,7 @@ def test_training_matches_caffe(case, monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_resuming_from_caffes_state(case, monkeypatch):
+def test_resuming_from_caffes_state(case, monkeypatch, mode):
     monkeypatch.chdir(case)
     meta, result = load(case)
     states = sorted(case.glob("state_iter_*.solverstate"))

@@ -1,0 +1,138 @@
+"""Convolution through cuDNN's graph API, on CuPy memory.
+
+NVIDIA's cuDNN frontend Python package (`pip install nvidia-cudnn-frontend`,
+imported as `cudnn`) builds one execution plan per (operation, shapes,
+geometry, data type, TF32 choice), cached here; running a plan passes the
+CuPy arrays' device pointers. Forward, backward-data and backward-filter
+are the three graphs; groups follow from the filter's shape, so grouped and
+depthwise convolutions are one call each. Without the package, or for a
+geometry cuDNN does not support, `plan` returns None and the layer keeps
+its im2col + cuBLAS path.
+"""
+
+import logging
+
+import numpy as np
+
+from .. import backend
+
+log = logging.getLogger("engine.cudnn")
+
+# Set to False to keep every convolution on im2col + cuBLAS (tests compare the two).
+ENABLED = True
+
+_FRONTEND = []
+_HANDLES = {}
+_PLANS = {}
+
+
+def frontend():
+    """The `cudnn` frontend module, or None when it is not installed or cannot load cuDNN."""
+    if not _FRONTEND:
+        try:
+            import cudnn
+
+            cudnn.backend_version()
+        except Exception as exc:  # not installed, or libcudnn missing: im2col serves
+            log.debug("cuDNN frontend unavailable: %s", exc)
+            cudnn = None
+        _FRONTEND.append(cudnn)
+    return _FRONTEND[0]
+
+
+def available():
+    return ENABLED and frontend() is not None
+
+
+def version():
+    """cuDNN's version as an int (e.g. 91900), or None."""
+    cudnn = frontend()
+    return cudnn.backend_version() if cudnn is not None else None
+
+
+def _handle():
+    import cupy
+
+    device = cupy.cuda.runtime.getDevice()
+    handle = _HANDLES.get(device)
+    if handle is None:
+        handle = _HANDLES[device] = frontend().create_handle()
+    return handle
+
+
+def _packed_strides(shape):
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return list(reversed(strides))
+
+
+class Plan:
+    """One built cuDNN graph: `run(a, b, out)` computes out from the two inputs."""
+
+    def __init__(self, graph, inputs, output, workspace_size):
+        self.graph = graph
+        self.inputs = inputs
+        self.output = output
+        self.workspace_size = workspace_size
+
+    def run(self, a, b, out):
+        import cupy
+
+        workspace = cupy.empty(max(self.workspace_size, 1), dtype=np.uint8)
+        pack = {self.inputs[0]: a.data.ptr, self.inputs[1]: b.data.ptr, self.output: out.data.ptr}
+        self.graph.execute(pack, workspace.data.ptr, handle=_handle())
+
+
+def _build(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype, tf32):
+    cudnn = frontend()
+    kinds = {np.dtype(np.float32): cudnn.data_type.FLOAT, np.dtype(np.float64): cudnn.data_type.DOUBLE}
+    data_type = kinds[np.dtype(dtype)]
+    graph = cudnn.pygraph(io_data_type=data_type, intermediate_data_type=data_type,
+                          compute_data_type=data_type, handle=_handle())
+
+    def tensor(name, shape):
+        return graph.tensor(name=name, dim=list(shape), stride=_packed_strides(shape), data_type=data_type)
+
+    modes = getattr(cudnn, "convolution_mode", None) or cudnn._pybind_module.convolution_mode
+    geometry = dict(padding=list(pad), stride=list(stride), dilation=list(dilation),
+                    convolution_mode=modes.CROSS_CORRELATION, compute_data_type=data_type)
+    if kind == "forward":
+        first, second = tensor("x", x_shape), tensor("w", w_shape)
+        out, out_shape = graph.conv_fprop(image=first, weight=second, **geometry), y_shape
+    elif kind == "backward_data":
+        first, second = tensor("dy", y_shape), tensor("w", w_shape)
+        out, out_shape = graph.conv_dgrad(loss=first, filter=second, **geometry), x_shape
+    else:
+        first, second = tensor("x", x_shape), tensor("dy", y_shape)
+        out, out_shape = graph.conv_wgrad(image=first, loss=second, **geometry), w_shape
+    out.set_output(True).set_data_type(data_type).set_dim(list(out_shape)).set_stride(_packed_strides(out_shape))
+    graph.validate()
+    graph.build_operation_graph()
+    graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+    if data_type == cudnn.data_type.FLOAT and not tf32:
+        graph.deselect_numeric_notes([cudnn.numerical_note.TENSOR_CORE])
+    graph.check_support()
+    graph.build_plans()
+    return Plan(graph, (first, second), out, int(graph.get_workspace_size()))
+
+
+def plan(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype):
+    """The cached plan for `kind` ("forward", "backward_data", "backward_filter"), or None.
+
+    Shapes are NCHW (or NCDHW) and KCRS with packed strides; None means cuDNN is
+    absent or refused this geometry, and the caller falls back.
+    """
+    if not available() or np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    tf32 = backend.tf32()
+    key = (kind, tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(pad), tuple(stride), tuple(dilation),
+           np.dtype(dtype).str, tf32)
+    if key not in _PLANS:
+        try:
+            _PLANS[key] = _build(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype, tf32)
+        except Exception as exc:  # cuDNN has no engine for this case: im2col + cuBLAS serves it
+            log.debug("cuDNN cannot run %s for %s: %s", kind, key, exc)
+            _PLANS[key] = None
+    return _PLANS[key]
