@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 
 from ..backend import get_array_module, random_module
+from ..cuda import neuron as gpu_neuron
 from .base import Layer, register_layer
 
 BNLL_THRESHOLD = 50.0  # Caffe's kBNLL_THRESHOLD: exp() clamp in BNLL's gradient
@@ -72,6 +73,9 @@ class ReLULayer(NeuronLayer):
             return
         # In place, bottom data already holds the output; its sign is the input's.
         x = bottom[0].data
+        if get_array_module(x) is not np:
+            gpu_neuron.relu_backward(x, top[0].diff, self.slope, bottom[0].diff)
+            return
         gate = (x > 0).astype(x.dtype)
         if self.slope:
             gate += self.slope * (x <= 0)
@@ -260,9 +264,14 @@ class DropoutLayer(NeuronLayer):
             top[0].data[...] = x if factor == 1.0 else x * factor
             return
         xp = get_array_module(x)
+        scale = self.scale if self.scale_train else 1.0
+        if xp is not np:
+            uniform = xp.random.random(x.shape, dtype=np.float32)
+            self.mask = xp.empty(x.shape, dtype=bool)
+            gpu_neuron.dropout_forward(x, uniform, self.ratio, scale, top[0].data, self.mask)
+            return
         uniform = random_module(xp).random(x.shape)
         self.mask = xp.asarray(uniform >= self.ratio)  # keep probability 1 - ratio
-        scale = self.scale if self.scale_train else 1.0
         top[0].data[...] = x * self.mask * scale
 
     def backward(self, top, propagate_down, bottom):
@@ -274,4 +283,7 @@ class DropoutLayer(NeuronLayer):
             bottom[0].diff[...] = dy if factor == 1.0 else dy * factor
             return
         scale = self.scale if self.scale_train else 1.0
+        if get_array_module(dy) is not np:
+            gpu_neuron.dropout_backward(dy, self.mask, scale, bottom[0].diff)
+            return
         bottom[0].diff[...] = dy * self.mask * scale
