@@ -252,3 +252,45 @@ def test_dropout_without_train_scaling(phase):
     top[0].diff[...] = 1
     layer.run_backward(top, [True], bottom)
     np.testing.assert_allclose(bottom[0].diff, y)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_relu_on_gpu_matches_cpu(slope):
+    import cupy
+
+    from engine import backend
+
+    text = f'type: "ReLU" relu_param {{ negative_slope: {slope} }}'
+    x = RNG.standard_normal((3, 4, 5))
+    dy = RNG.standard_normal(x.shape)
+    results = []
+    for xp in (np, cupy):
+        backend.set_mode_gpu() if xp is cupy else backend.set_mode_cpu()
+        layer, bottom, top = build_layer(text, [x], xp=xp)
+        layer.run_forward(bottom, top)
+        top[0].diff[...] = xp.asarray(dy)
+        layer.backward(top, [True], bottom)
+        results.append([backend.to_host(a) for a in (top[0].data, bottom[0].diff)])
+    for mine, theirs in zip(*results[::-1]):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.gpu
+def test_dropout_on_gpu_masks_and_scales():
+    import cupy
+
+    from engine import backend
+
+    backend.set_mode_gpu()
+    x = np.abs(RNG.standard_normal((64, 1000))) + 0.1
+    layer, bottom, top = build_layer('type: "Dropout" dropout_param { dropout_ratio: 0.3 }', [x],
+                                     phase=caffe_pb2.TRAIN, xp=cupy)
+    layer.run_forward(bottom, top)
+    y = top[0].data.get()
+    kept = y != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y[kept], x[kept] / 0.7)
+    top[0].diff[...] = 1.0
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff.get(), kept / 0.7)
