@@ -29,22 +29,37 @@ NETS = {
     "resnet18": (8, 112, ("resnet18", "resnet-18", "ResNet-18")),
 }
 
+# The GPU benchmark's own table (gpu_train_step.py), same layout: the issue's batches, at which a
+# GPU is busy, while the CPU entries above stay small enough for a CPU.
+GPU_NETS = {
+    "caffenet": (256, 227, ("caffenet", "bvlc_reference_caffenet")),
+    "vgg16": (32, 224, ("vgg16", "VGG_ILSVRC_16_layers")),
+    "resnet50": (64, 224, ("resnet50", "resnet-50", "ResNet-50")),
+    "mobilenet_v1": (64, 224, ("mobilenet_v1", "mobilenet")),
+}
 
-def net_source(name):
+
+def net_source(name, table=NETS):
     """The prototxt path a benchmark net is built from."""
-    if name not in NETS:
-        raise KeyError(f"unknown benchmark net '{name}' (known: {', '.join(NETS)})")
-    for folder in NETS[name][2]:
+    if name not in table:
+        raise KeyError(f"unknown benchmark net '{name}' (known: {', '.join(table)})")
+    for folder in table[name][2]:
         deploy = ROOT / "nets" / folder / "deploy.prototxt"
         if deploy.exists():
             return deploy
     return BENCH_NETS / f"{name}.prototxt"
 
 
-def training_param(name):
-    """(NetParameter of the training net, source path)."""
-    batch, size, _ = NETS[name]
-    source = net_source(name)
+def training_param(name, batch=None, size=None, table=NETS):
+    """(NetParameter of the training net, source path).
+
+    `batch` and `size` default to the table's; they apply to zoo deploy nets
+    only (a generated bench/nets prototxt keeps its own Input shapes).
+    """
+    default_batch, default_size, _ = table[name]
+    batch = default_batch if batch is None else batch
+    size = default_size if size is None else size
+    source = net_source(name, table)
     param = formats.read_net(str(source))
     if source.parent != BENCH_NETS:
         param = training_from_deploy(param, batch, size)
@@ -139,8 +154,12 @@ def init_weights(net, seed=0):
             blob.data[...] = values.astype(np.float32)
 
 
-def make_inputs(net, param, seed=1):
-    """Input values for every Input blob: labels for the loss's second bottom, N(0, 1) data otherwise."""
+def make_inputs(net, param, seed=1, batch=None):
+    """Input values for every Input blob: labels for the loss's second bottom, N(0, 1) data otherwise.
+
+    `batch` replaces the net's leading dimension, so that a batch-1 net can
+    stand in for a large one whose blobs are not worth allocating.
+    """
     rng = np.random.default_rng(seed)
     loss = loss_layer(param)
     label_name = loss.bottom[1]
@@ -148,6 +167,8 @@ def make_inputs(net, param, seed=1):
     inputs = {}
     for name in net.inputs:
         shape = net.blobs[name].shape
+        if batch is not None:
+            shape = (batch,) + tuple(shape[1:])
         if name == label_name:
             inputs[name] = rng.integers(0, classes, shape).astype(np.float32)
         else:

@@ -88,8 +88,14 @@ def worker_check(args, work):
     return report
 
 
-def _our_step(engine, work, net_path):
-    """(net, step function, description): engine's SGDSolver when available."""
+def _our_step(engine, work, net_path, solver_mode="CPU", copy_weights=None):
+    """(net, step function, description): engine's SGDSolver when available.
+
+    `solver_mode` only labels the solver file (the GPU bench passes GPU): the
+    engine's mode is whatever engine.set_mode_* chose before this call.
+    `copy_weights(net)`, when given, loads the weights instead of
+    net.copy_from(work / "weights.h5").
+    """
     try:
         get_solver = engine.get_solver
     except (AttributeError, ImportError):
@@ -98,11 +104,18 @@ def _our_step(engine, work, net_path):
         solver_path = work / "solver.prototxt"
         solver_path.write_text(f'net: "{net_path}"\nbase_lr: {BASE_LR}\nmomentum: {MOMENTUM}\n'
                                f'weight_decay: {WEIGHT_DECAY}\nlr_policy: "fixed"\nmax_iter: 1000000\n'
-                               'display: 0\nsnapshot: 0\nsolver_mode: CPU\ntype: "SGD"\n')
+                               f'display: 0\nsnapshot: 0\nsolver_mode: {solver_mode}\ntype: "SGD"\n')
         solver = get_solver(str(solver_path))
-        solver.net.copy_from(str(work / "weights.h5"))
+        if copy_weights is None:
+            solver.net.copy_from(str(work / "weights.h5"))
+        else:
+            copy_weights(solver.net)
         return solver.net, lambda: solver.step(1), "engine.get_solver(SGD).step(1)"
-    net = engine.Net(str(net_path), engine.TRAIN, weights=str(work / "weights.h5"))
+    if copy_weights is None:
+        net = engine.Net(str(net_path), engine.TRAIN, weights=str(work / "weights.h5"))
+    else:
+        net = engine.Net(str(net_path), engine.TRAIN)
+        copy_weights(net)
     history = [blob.xp.zeros_like(blob.data) for blob in net.learnable_params]
     rules = list(zip(net.learnable_params, history, net.params_lr, net.params_weight_decay))
 

@@ -1,4 +1,4 @@
-"""A PyTorch (CPU) model built from a Caffe prototxt, for like-for-like benchmarks.
+"""A PyTorch model built from a Caffe prototxt, for like-for-like benchmarks.
 
 `TorchNet(net_param, weights, phase)` runs the layers of a NetParameter in
 prototxt order over a dict of named tensors, with the same parameter values
@@ -8,8 +8,12 @@ computes; geometry torch cannot express the Caffe way (pooling windows that
 Caffe keeps and torch drops, STOCHASTIC pooling, N-d convolution) raises
 NotImplementedError rather than silently differing.
 
-Only this module and the torch worker of bench/cpu_train_step.py import
-torch; the engine never does.
+The model is built on the CPU; `TorchNet(...).to("cuda")` moves it to a GPU:
+every parameter and BatchNorm statistic is registered with the module, and
+Module.to converts them in place, so the layer closures see the moved tensors.
+
+Only this module and the torch workers of bench/cpu_train_step.py and
+bench/gpu_train_step.py import torch; the engine never does.
 """
 
 import math
