@@ -3,9 +3,15 @@
 Both follow Caffe's arithmetic exactly, including its deliberate quirks:
 BatchNorm keeps *running sums* plus a scale factor rather than averages, and
 MVN adds eps to the standard deviation rather than to the variance.
+
+On the GPU, BatchNorm's statistics and gradient sums are one-pass channel
+reductions and its maps single elementwise kernels (engine/cuda/channels.py).
 """
 
+import numpy as np
+
 from ..backend import get_array_module
+from ..cuda import channels as gpu_channels
 from .base import Layer, register_layer
 
 
@@ -57,8 +63,36 @@ class BatchNormLayer(Layer):
         """View (num, channels, spatial): statistics reduce over axes 0 and 2."""
         return array.reshape(array.shape[0], self.channels, -1)
 
+    def _forward_gpu(self, bottom, top, xp):
+        x = bottom[0].data
+        geometry = (x.shape[0], self.channels, x.size // (x.shape[0] * self.channels))
+        if self.use_global_stats:
+            mean, variance = self._global_stats(x.dtype.type)
+        else:
+            count = geometry[0] * geometry[2]
+            mean = gpu_channels.channel_sums(x, geometry) / x.dtype.type(count)
+            variance = gpu_channels.channel_sums(x, geometry, gpu_channels.CENTERED_SQUARES, mean=mean)
+            variance /= x.dtype.type(count)
+            self._update_running_sums(mean, variance, bottom[0].count)
+        self.std = xp.sqrt(variance + x.dtype.type(self.eps))
+        self.mean = mean
+        saved = getattr(self, "x_norm", None)
+        if saved is None or saved.shape != geometry or get_array_module(saved) is not xp or saved.dtype != x.dtype:
+            saved = self.x_norm = xp.empty(geometry, dtype=x.dtype)
+        gpu_channels.normalize(x, mean, self.std, geometry[2], self.channels, top[0].data,
+                               None if self.use_global_stats else saved)
+        self.geometry = geometry
+
+    def _global_stats(self, kind):
+        factor = float(self.blobs[2].data.reshape(-1)[0])
+        factor = 0.0 if factor == 0 else 1.0 / factor
+        return self.blobs[0].data * kind(factor), self.blobs[1].data * kind(factor)
+
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
+        if xp is not np:
+            self._forward_gpu(bottom, top, xp)
+            return
         x = self._grouped(bottom[0].data)
         if self.use_global_stats:
             factor = float(self.blobs[2].data.reshape(-1)[0])
@@ -88,6 +122,9 @@ class BatchNormLayer(Layer):
         # Caffe computes no gradient for the statistics blobs, even when forced.
         if not propagate_down[0]:
             return
+        if get_array_module(top[0].diff) is not np:
+            self._backward_gpu(top, bottom)
+            return
         dy = self._grouped(top[0].diff)
         std = self.std[None, :, None]
         if self.use_global_stats:
@@ -98,6 +135,17 @@ class BatchNormLayer(Layer):
         mean_dy_y = (dy * y).mean(axis=(0, 2), keepdims=True)
         dx = (dy - mean_dy - mean_dy_y * y) / std
         bottom[0].diff[...] = dx.reshape(bottom[0].shape)
+
+
+    def _backward_gpu(self, top, bottom):
+        dy, inner, channels = top[0].diff, self.geometry[2], self.channels
+        if self.use_global_stats:
+            gpu_channels.divide(dy, self.std, inner, channels, bottom[0].diff)
+            return
+        count = dy.dtype.type(self.geometry[0] * inner)
+        sum_dy, sum_dy_y = gpu_channels.channel_sums(dy, self.geometry, gpu_channels.SUM_AND_DOT, b=self.x_norm)
+        gpu_channels.batch_norm_backward(dy, self.x_norm, sum_dy / count, sum_dy_y / count, self.std, inner,
+                                         channels, bottom[0].diff)
 
 
 @register_layer

@@ -4,7 +4,15 @@ The operand is either a learned parameter blob or bottom[1]. It lines up with
 bottom[0]'s axes `axis` .. `axis + operand.num_axes - 1`, so bottom[0] is viewed
 as (outer, dim, inner) and the operand as (1, dim, 1). A scalar operand
 (0 axes) applies everywhere, whatever `axis` says.
+
+On the GPU, Scale's product and its gradient sums run as single kernels
+(engine/cuda/channels.py) when the bias, if any, spans the scale's axes.
 """
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..cuda import channels as gpu_channels
 
 from ..fillers import fill
 from .base import Layer, register_layer
@@ -139,7 +147,19 @@ class ScaleLayer(_BroadcastLayer):
         if top[0] is not bottom[0]:
             top[0].reshape(bottom[0].shape)
 
+    def _on_gpu(self, array):
+        return get_array_module(array) is not np and (self.bias_index is None or
+                                                     self.bias_geometry == self.geometry)
+
     def forward(self, bottom, top):
+        if self._on_gpu(bottom[0].data):
+            x = bottom[0].data
+            if top[0] is bottom[0]:
+                self.saved_input = x.copy()
+            bias = self.blobs[self.bias_index].data if self.bias_index is not None else None
+            _, dim, inner = self.geometry
+            gpu_channels.scale(x, self._scale(bottom).data, inner, dim, top[0].data, bias)
+            return
         x = self._view(bottom[0].data, self.geometry)
         if top[0] is bottom[0]:
             # In place the input is about to be overwritten; backward needs it.
@@ -149,8 +169,30 @@ class ScaleLayer(_BroadcastLayer):
             y = y.reshape(self.bias_geometry) + self._column(self.blobs[self.bias_index].data)
         top[0].data[...] = y.reshape(top[0].shape)
 
+    def _backward_gpu(self, top, propagate_down, bottom):
+        dy, scale, learned = top[0].diff, self._scale(bottom), len(bottom) == 1
+        _, dim, inner = self.geometry
+        want_bias = self.bias_index is not None and self.param_propagate_down[self.bias_index]
+        want_scale = (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1])
+        if want_scale or want_bias:
+            x = self.saved_input if top[0] is bottom[0] else bottom[0].data
+            sum_dy, sum_dy_x = gpu_channels.channel_sums(dy, self.geometry, gpu_channels.SUM_AND_DOT, b=x)
+            if want_bias:
+                bias = self.blobs[self.bias_index]
+                bias.diff[...] += sum_dy.reshape(bias.shape)
+            if want_scale:
+                if learned:
+                    scale.diff[...] += sum_dy_x.reshape(scale.shape)
+                else:
+                    scale.diff[...] = sum_dy_x.reshape(scale.shape)
+        if propagate_down[0]:
+            gpu_channels.scale(dy, scale.data, inner, dim, bottom[0].diff)
+
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff
+        if self._on_gpu(dy):
+            self._backward_gpu(top, propagate_down, bottom)
+            return
         if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
             bias = self.blobs[self.bias_index]
             bias.diff[...] += self._reduce(dy.reshape(self.bias_geometry)).reshape(bias.shape)

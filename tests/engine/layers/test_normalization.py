@@ -188,12 +188,15 @@ def test_mvn_gradient(normalize_variance, across_channels):
     (bn_text("eps: 0.01"), caffe_pb2.TRAIN), (bn_text(), caffe_pb2.TEST),
     ('type: "MVN"', caffe_pb2.TEST), ('type: "MVN" mvn_param { across_channels: true normalize_variance: false }',
                                       caffe_pb2.TEST)])
-def test_gpu_matches_cpu(text, phase):
+@pytest.mark.parametrize("shape", [(3, 2, 2, 2), (9, 5, 13, 11), (40, 3)])
+def test_gpu_matches_cpu(text, phase, shape):
     import cupy
 
     import engine
 
-    x, dy = RNG.standard_normal((3, 2, 2, 2)), RNG.standard_normal((3, 2, 2, 2))
+    if len(shape) < 4 and "MVN" in text:
+        pytest.skip("MVN takes 4-axis blobs")
+    x, dy = RNG.standard_normal(shape), RNG.standard_normal(shape)
     results = []
     for xp in (np, cupy):
         if xp is cupy:

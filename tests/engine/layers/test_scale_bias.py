@@ -162,6 +162,7 @@ def test_bias_gradient(params, shapes):
     ('type: "Scale" scale_param { axis: 1 }', [X_SHAPE, (3, 4)]),
     ('type: "Bias" bias_param { axis: 0 num_axes: 0 }', [X_SHAPE]),
     ('type: "Bias"', [X_SHAPE, (3,)]),
+    ('type: "Scale" scale_param { bias_term: true filler { type: "gaussian" } }', [(7, 33, 5, 6)]),
 ])
 def test_gpu_matches_cpu(text, shapes):
     import cupy
@@ -169,7 +170,7 @@ def test_gpu_matches_cpu(text, shapes):
     import engine
 
     arrays = [RNG.standard_normal(s) for s in shapes]
-    dy = RNG.standard_normal(X_SHAPE)
+    dy = RNG.standard_normal(shapes[0])
     host = engine.backend.to_host
     results = []
     for xp in (np, cupy):
