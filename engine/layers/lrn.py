@@ -10,10 +10,18 @@ pooling window reaches exactly n cells into the padded bottom, so Caffe's
 padded-window divisor is n^2 everywhere: top = x * (1 + alpha / n^2 * box
 sum of x^2)^-beta. The composition is computed directly here, with the same
 numbers and the gradient the composed layers give.
+
+On the GPU, ACROSS_CHANNELS runs as Caffe's does: one kernel slides the
+window along the channels for the forward, one for the backward
+(engine/cuda/lrn.py).
 """
+
+import numpy as np
+
 
 from .. import caffe_pb2
 from ..backend import get_array_module
+from ..cuda import lrn as gpu_lrn
 from .base import Layer, register_layer
 
 ACROSS = caffe_pb2.LRNParameter.ACROSS_CHANNELS
@@ -79,6 +87,12 @@ class LRNLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         dtype = x.dtype.type
+        xp = get_array_module(x)
+        if self.region == ACROSS and xp is not np:
+            scale = xp.empty_like(x)
+            gpu_lrn.forward(x, self.size, self.alpha, self.beta, self.k, top[0].data, scale)
+            self._saved = (scale, None)
+            return
         if self.region == ACROSS:
             scale = _window_sum(x * x, 1, self.size)
             scale *= dtype(self.alpha / self.size)
@@ -99,6 +113,9 @@ class LRNLayer(Layer):
         self.check(self._saved is not None, "backward called before forward")
         x, dy = bottom[0].data, top[0].diff
         dtype = x.dtype.type
+        if self.region == ACROSS and get_array_module(dy) is not np:
+            gpu_lrn.backward(x, top[0].data, self._saved[0], dy, self.size, self.alpha, self.beta, bottom[0].diff)
+            return
         if self.region == ACROSS:
             scale, factor = self._saved
             # d top_j / d x_i over the window: -2 alpha beta / n * x_i * top_j / scale_j.

@@ -102,17 +102,20 @@ def test_even_local_size_and_wrong_axes_are_rejected():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
-def test_cupy_matches_numpy(region):
+@pytest.mark.parametrize("region,size,shape", [("ACROSS_CHANNELS", 3, (2, 5, 6, 6)),
+                                                ("ACROSS_CHANNELS", 5, (3, 7, 4, 5)),
+                                                ("ACROSS_CHANNELS", 5, (2, 2, 3, 3)),
+                                                ("WITHIN_CHANNEL", 3, (2, 5, 6, 6))])
+def test_cupy_matches_numpy(region, size, shape):
     import cupy
 
-    x = RNG.standard_normal((2, 5, 6, 6))
-    text = f'type: "LRN" lrn_param {{ local_size: 3 alpha: 0.5 beta: 0.75 norm_region: {region} }}'
+    x = RNG.standard_normal(shape)
+    text = f'type: "LRN" lrn_param {{ local_size: {size} alpha: 0.5 beta: 0.75 norm_region: {region} }}'
     cpu, cpu_bottom, cpu_top = build_layer(text, [x])
     backend.set_mode_gpu()
     gpu, gpu_bottom, gpu_top = build_layer(text, [x], xp=cupy)
     y = forward(cpu, cpu_bottom, cpu_top)[0]
-    np.testing.assert_allclose(cupy.asnumpy(forward(gpu, gpu_bottom, gpu_top)[0]), y, rtol=1e-12)
+    np.testing.assert_allclose(cupy.asnumpy(forward(gpu, gpu_bottom, gpu_top)[0]), y, rtol=1e-10, atol=1e-12)
     dy = RNG.standard_normal(y.shape)
     cpu_top[0].diff[...] = dy
     gpu_top[0].diff[...] = cupy.asarray(dy)
