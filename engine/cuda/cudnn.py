@@ -8,6 +8,11 @@ are the three graphs; groups follow from the filter's shape, so grouped and
 depthwise convolutions are one call each. Without the package, or for a
 geometry cuDNN does not support, `plan` returns None and the layer keeps
 its im2col + cuBLAS path.
+
+With AUTOTUNE (the default), a new plan times every engine cuDNN offers on
+scratch arrays of its shapes and keeps the fastest, as Caffe's cuDNN layers
+and PyTorch's `cudnn.benchmark` do; otherwise cuDNN's heuristic picks.
+Engines needing more than WORKSPACE_LIMIT bytes of scratch are not tried.
 """
 
 import logging
@@ -20,6 +25,8 @@ log = logging.getLogger("engine.cudnn")
 
 # Set to False to keep every convolution on im2col + cuBLAS (tests compare the two).
 ENABLED = True
+AUTOTUNE = True
+WORKSPACE_LIMIT = 1 << 30
 
 _FRONTEND = []
 _HANDLES = {}
@@ -115,7 +122,52 @@ def _build(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype, tf32):
         graph.deselect_numeric_notes([cudnn.numerical_note.TENSOR_CORE])
     graph.check_support()
     graph.build_plans()
-    return Plan(graph, (first, second), out, int(graph.get_workspace_size()))
+    inputs, shapes = (first, second), {"forward": (x_shape, w_shape, y_shape),
+                                       "backward_data": (y_shape, w_shape, x_shape),
+                                       "backward_filter": (x_shape, y_shape, w_shape)}[kind]
+    if AUTOTUNE:
+        _autotune(cudnn, graph, inputs, out, shapes, dtype)
+    return Plan(graph, inputs, out, int(graph.get_workspace_size()))
+
+
+def _autotune(cudnn, graph, inputs, output, shapes, dtype):
+    """Time every buildable engine on scratch arrays and pin the fastest."""
+    import cupy
+
+    try:
+        graph.build_plans(cudnn.build_plan_policy.ALL)
+        count = graph.get_execution_plan_count()
+    except Exception as exc:
+        log.debug("cuDNN autotuning skipped: %s", exc)
+        return
+    if count <= 1:
+        return
+    a, b = (cupy.random.standard_normal(shape).astype(dtype) for shape in shapes[:2])
+    out = cupy.empty(shapes[2], dtype=dtype)
+    pack = {inputs[0]: a.data.ptr, inputs[1]: b.data.ptr, output: out.data.ptr}
+    best, best_time = None, float("inf")
+    for index in range(count):
+        try:
+            size = int(graph.get_workspace_size_plan_at_index(index))
+            if size > WORKSPACE_LIMIT:
+                continue
+            workspace = cupy.empty(max(size, 1), dtype=np.uint8)
+            graph.execute_plan_at_index(pack, workspace.data.ptr, index=index, handle=_handle())
+            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            for _ in range(3):
+                graph.execute_plan_at_index(pack, workspace.data.ptr, index=index, handle=_handle())
+            stop.record()
+            stop.synchronize()
+            elapsed = cupy.cuda.get_elapsed_time(start, stop)
+        except Exception as exc:  # an engine that does not build or run here is simply not chosen
+            log.debug("cuDNN engine %d skipped: %s", index, exc)
+            continue
+        if elapsed < best_time:
+            best, best_time = index, elapsed
+    if best is not None:
+        graph.select_plan(best)
+        graph.build_plans()
 
 
 def plan(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype):
