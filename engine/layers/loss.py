@@ -97,7 +97,7 @@ class SoftmaxWithLossLayer(LossLayer):
         xp = get_array_module(bottom[0].data)
         self.prob = softmax(bottom[0].data, self.axis)
         prob = self.prob.reshape(self.outer, self.classes, self.inner)
-        labels, valid = self.labels_and_mask(bottom[1])
+        labels, valid = self._labels = self.labels_and_mask(bottom[1])
         picked = xp.take_along_axis(prob, labels[:, None, :], axis=1)[:, 0, :]
         losses = -xp.log(xp.maximum(picked, FLT_MIN)) * valid
         self.valid_count = int(valid.sum())
@@ -111,7 +111,7 @@ class SoftmaxWithLossLayer(LossLayer):
         if not propagate_down[0]:
             return
         xp = get_array_module(bottom[0].data)
-        labels, valid = self.labels_and_mask(bottom[1])
+        labels, valid = self._labels  # the forward's: a net never changes a bottom in between
         grad = self.prob.reshape(self.outer, self.classes, self.inner).copy()
         onehot = xp.arange(self.classes)[None, :, None] == labels[:, None, :]
         grad -= onehot

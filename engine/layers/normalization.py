@@ -80,7 +80,7 @@ class BatchNormLayer(Layer):
         if saved is None or saved.shape != geometry or get_array_module(saved) is not xp or saved.dtype != x.dtype:
             saved = self.x_norm = xp.empty(geometry, dtype=x.dtype)
         gpu_channels.normalize(x, mean, self.std, geometry[2], self.channels, top[0].data,
-                               None if self.use_global_stats else saved)
+                               None if self.use_global_stats else saved.reshape(x.shape))
         self.geometry = geometry
 
     def _global_stats(self, kind):
@@ -143,9 +143,10 @@ class BatchNormLayer(Layer):
             gpu_channels.divide(dy, self.std, inner, channels, bottom[0].diff)
             return
         count = dy.dtype.type(self.geometry[0] * inner)
-        sum_dy, sum_dy_y = gpu_channels.channel_sums(dy, self.geometry, gpu_channels.SUM_AND_DOT, b=self.x_norm)
-        gpu_channels.batch_norm_backward(dy, self.x_norm, sum_dy / count, sum_dy_y / count, self.std, inner,
-                                         channels, bottom[0].diff)
+        y = self.x_norm.reshape(dy.shape)
+        sum_dy, sum_dy_y = gpu_channels.channel_sums(dy, self.geometry, gpu_channels.SUM_AND_DOT, b=y)
+        gpu_channels.batch_norm_backward(dy, y, sum_dy / count, sum_dy_y / count, self.std, inner, channels,
+                                         bottom[0].diff)
 
 
 @register_layer
