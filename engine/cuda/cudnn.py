@@ -13,9 +13,11 @@ With AUTOTUNE (the default), a new plan times every engine cuDNN offers on
 scratch arrays of its shapes and keeps the fastest, as Caffe's cuDNN layers
 and PyTorch's `cudnn.benchmark` do; otherwise cuDNN's heuristic picks.
 Engines needing more than WORKSPACE_LIMIT bytes of scratch are not tried.
+The environment variable ENGINE_CUDNN_AUTOTUNE=0 turns autotuning off.
 """
 
 import logging
+import os
 
 import numpy as np
 
@@ -25,7 +27,7 @@ log = logging.getLogger("engine.cudnn")
 
 # Set to False to keep every convolution on im2col + cuBLAS (tests compare the two).
 ENABLED = True
-AUTOTUNE = True
+AUTOTUNE = os.environ.get("ENGINE_CUDNN_AUTOTUNE", "1") != "0"
 WORKSPACE_LIMIT = 1 << 30
 
 _FRONTEND = []
