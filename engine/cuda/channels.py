@@ -24,18 +24,23 @@ extern "C" __global__ void engine_channel_sums_{T}(
     const int count = (last - first) * inner;
     const double m = mode == 1 ? (double)mean[c] : 0.0;
     double acc1 = 0.0, acc2 = 0.0;
-    for (int k = threadIdx.x; k < count; k += blockDim.x) {{
-        const long long index = ((long long)(first + k / inner) * dim + c) * inner + k % inner;
-        const double v = (double)a[index];
-        if (mode == 0) {{
-            acc1 += v;
-        }} else if (mode == 1) {{
-            acc1 += (v - m) * (v - m);
-        }} else {{
-            acc1 += v;
-            acc2 += v * (double)b[index];
+#define ENGINE_ACCUMULATE(index) {{ \
+        const double v = (double)a[index]; \
+        if (mode == 0) {{ acc1 += v; }} \
+        else if (mode == 1) {{ acc1 += (v - m) * (v - m); }} \
+        else {{ acc1 += v; acc2 += v * (double)b[index]; }} }}
+    if (inner >= (int)blockDim.x) {{
+        // Rows of one channel are long: the threads sweep each row, no index division.
+        for (int o = first; o < last; ++o) {{
+            const long long row = ((long long)o * dim + c) * inner;
+            for (int j = threadIdx.x; j < inner; j += blockDim.x) ENGINE_ACCUMULATE(row + j)
+        }}
+    }} else {{
+        for (int k = threadIdx.x; k < count; k += blockDim.x) {{
+            ENGINE_ACCUMULATE(((long long)(first + k / inner) * dim + c) * inner + k % inner)
         }}
     }}
+#undef ENGINE_ACCUMULATE
     __shared__ double shared1[256], shared2[256];
     shared1[threadIdx.x] = acc1;
     shared2[threadIdx.x] = acc2;

@@ -188,7 +188,7 @@ def test_mvn_gradient(normalize_variance, across_channels):
     (bn_text("eps: 0.01"), caffe_pb2.TRAIN), (bn_text(), caffe_pb2.TEST),
     ('type: "MVN"', caffe_pb2.TEST), ('type: "MVN" mvn_param { across_channels: true normalize_variance: false }',
                                       caffe_pb2.TEST)])
-@pytest.mark.parametrize("shape", [(3, 2, 2, 2), (9, 5, 13, 11), (40, 3)])
+@pytest.mark.parametrize("shape", [(3, 2, 2, 2), (9, 5, 13, 11), (4, 3, 20, 20), (40, 3)])
 def test_gpu_matches_cpu(text, phase, shape):
     import cupy
 
