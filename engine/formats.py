@@ -236,12 +236,24 @@ def _read_hdf5_weights(path):
     with h5py.File(path, "r") as handle:
         if "data" not in handle:
             raise WeightsError(f"{path}: HDF5 weights need a 'data' group")
-        data = handle["data"]
-        for name in data:
-            group = data[name]
-            count = len(group)
-            weights[name] = [np.asarray(group[str(i)], dtype=np.float32) for i in range(count)]
+        _read_hdf5_layers(handle["data"], "", weights, h5py)
     return weights
+
+
+def _read_hdf5_layers(group, prefix, weights, h5py):
+    """Layer groups under `group`. A '/' in a layer name (MobileNet's "conv1/bn") makes HDF5 nest
+    groups, as in Caffe's files; Caffe opens each by its path, so the nesting is read back as names."""
+    for key in group:
+        member = group[key]
+        if not isinstance(member, h5py.Group):
+            continue
+        name = f"{prefix}/{key}" if prefix else key
+        blobs, index = [], 0
+        while str(index) in member and isinstance(member[str(index)], h5py.Dataset):
+            blobs.append(np.asarray(member[str(index)], dtype=np.float32))
+            index += 1
+        weights[name] = blobs
+        _read_hdf5_layers(member, name, weights, h5py)
 
 
 def write_hdf5_weights(path, layers, write_diff=False):
@@ -256,8 +268,8 @@ def write_hdf5_weights(path, layers, write_diff=False):
             data = handle.create_group("data")
             diff = handle.create_group("diff") if write_diff else None
             for name, blobs in layers:
-                group = data.create_group(name)
-                dgroup = diff.create_group(name) if diff is not None else None
+                group = data.require_group(name)
+                dgroup = diff.require_group(name) if diff is not None else None
                 for i, (values, grads) in enumerate(blobs):
                     group.create_dataset(str(i), data=backend.to_host(values).astype(np.float32, copy=False))
                     if dgroup is not None:

@@ -268,3 +268,27 @@ def test_input_header_is_upgraded(tmp_path):
            'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }\n'
     net = Net(write(tmp_path, text), engine.TEST)
     assert net.inputs == ["x"] and net.blobs["x"].shape == (2, 3, 1, 1)
+
+
+def test_hdf5_weights_with_slashes_in_layer_names(tmp_path):
+    """MobileNet names layers "conv1/bn": HDF5 nests the groups, and the weights still round-trip."""
+    text = """name: "slashes"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "conv1/bn" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "conv1/scale" type: "Scale" bottom: "conv1" top: "conv1"
+        scale_param { bias_term: true filler { type: "gaussian" } bias_filler { type: "gaussian" } } }
+"""
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    net = Net(str(path), engine.TRAIN)
+    for blob in net.params["conv1/bn"]:
+        blob.data[...] = np.arange(blob.count).reshape(blob.shape) + 1
+    net.save_hdf5(str(tmp_path / "w.h5"))
+    other = Net(str(path), engine.TRAIN)
+    other.copy_from(str(tmp_path / "w.h5"))
+    for name in ("conv1", "conv1/bn", "conv1/scale"):
+        assert len(other.params[name]) == len(net.params[name])
+        for mine, theirs in zip(other.params[name], net.params[name]):
+            np.testing.assert_array_equal(mine.data, theirs.data)
