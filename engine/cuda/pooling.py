@@ -13,6 +13,17 @@ _GEOMETRY = ("int32 C, int32 H, int32 W, int32 PH, int32 PW, int32 KH, int32 KW,
              "int32 SH, int32 SW, int32 PADH, int32 PADW")
 
 
+# Backward passes: input (h, w) of `plane` lies in the windows ph in [phs, phe), pw in [pws, pwe);
+# `base` is the plane's first output.
+_COVERING_WINDOWS = """
+        const int w = i % W, h = (i / W) % H, plane = i / (W * H);
+        const int phs = (h + PADH < KH) ? 0 : (h + PADH - KH) / SH + 1;
+        const int phe = min((h + PADH) / SH + 1, PH);
+        const int pws = (w + PADW < KW) ? 0 : (w + PADW - KW) / SW + 1;
+        const int pwe = min((w + PADW) / SW + 1, PW);
+        const ptrdiff_t base = (ptrdiff_t)plane * PH * PW;"""
+
+
 def _max_forward():
     return elementwise(
         "engine_max_pool_forward", "raw T x, " + _GEOMETRY, "T y, int32 mask",
@@ -35,13 +46,7 @@ def _max_forward():
 def _max_backward():
     return elementwise(
         "engine_max_pool_backward", "raw T dy, raw int32 mask, " + _GEOMETRY, "T dx",
-        """
-        const int w = i % W, h = (i / W) % H, plane = i / (W * H);
-        const int phs = (h + PADH < KH) ? 0 : (h + PADH - KH) / SH + 1;
-        const int phe = min((h + PADH) / SH + 1, PH);
-        const int pws = (w + PADW < KW) ? 0 : (w + PADW - KW) / SW + 1;
-        const int pwe = min((w + PADW) / SW + 1, PW);
-        const ptrdiff_t base = (ptrdiff_t)plane * PH * PW;
+        _COVERING_WINDOWS + """
         const int me = h * W + w;
         T total = 0;
         for (int ph = phs; ph < phe; ++ph)
@@ -70,13 +75,7 @@ def _ave_forward():
 def _ave_backward():
     return elementwise(
         "engine_ave_pool_backward", "raw T dy, raw T divisor, " + _GEOMETRY, "T dx",
-        """
-        const int w = i % W, h = (i / W) % H, plane = i / (W * H);
-        const int phs = (h + PADH < KH) ? 0 : (h + PADH - KH) / SH + 1;
-        const int phe = min((h + PADH) / SH + 1, PH);
-        const int pws = (w + PADW < KW) ? 0 : (w + PADW - KW) / SW + 1;
-        const int pwe = min((w + PADW) / SW + 1, PW);
-        const ptrdiff_t base = (ptrdiff_t)plane * PH * PW;
+        _COVERING_WINDOWS + """
         T total = 0;
         for (int ph = phs; ph < phe; ++ph)
             for (int pw = pws; pw < pwe; ++pw)
