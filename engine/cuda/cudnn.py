@@ -180,8 +180,10 @@ def plan(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype):
     """
     if not available() or np.dtype(dtype) not in (np.float32, np.float64):
         return None
+    import cupy
+
     tf32 = backend.tf32()
-    key = (kind, tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(pad), tuple(stride), tuple(dilation),
+    key = (cupy.cuda.runtime.getDevice(), kind, tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(pad), tuple(stride), tuple(dilation),
            np.dtype(dtype).str, tf32)
     if key not in _PLANS:
         try:
