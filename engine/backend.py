@@ -108,8 +108,10 @@ def to_host(array):
     """A NumPy array holding the values of `array` (no copy when already NumPy)."""
     if isinstance(array, np.ndarray):
         return array
-    get = getattr(array, "get", None)
-    return get() if callable(get) and not isinstance(array, dict) else np.asarray(array)
+    cp = _cupy()
+    if cp is not None and isinstance(array, cp.ndarray):
+        return array.get()
+    return np.asarray(array)
 
 
 def to_device(array, xp=None):

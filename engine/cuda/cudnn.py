@@ -53,12 +53,6 @@ def available():
     return ENABLED and frontend() is not None
 
 
-def version():
-    """cuDNN's version as an int (e.g. 91900), or None."""
-    cudnn = frontend()
-    return cudnn.backend_version() if cudnn is not None else None
-
-
 def _handle():
     import cupy
 
@@ -183,8 +177,8 @@ def plan(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype):
     import cupy
 
     tf32 = backend.tf32()
-    key = (cupy.cuda.runtime.getDevice(), kind, tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(pad), tuple(stride), tuple(dilation),
-           np.dtype(dtype).str, tf32)
+    key = (cupy.cuda.runtime.getDevice(), kind, tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(pad),
+           tuple(stride), tuple(dilation), np.dtype(dtype).str, tf32)
     if key not in _PLANS:
         try:
             _PLANS[key] = _build(kind, x_shape, w_shape, y_shape, pad, stride, dilation, dtype, tf32)

@@ -18,7 +18,6 @@ window along the channels for the forward, one for the backward
 
 import numpy as np
 
-
 from .. import caffe_pb2
 from ..backend import get_array_module
 from ..cuda import lrn as gpu_lrn

@@ -266,7 +266,7 @@ class DropoutLayer(NeuronLayer):
         xp = get_array_module(x)
         scale = self.scale if self.scale_train else 1.0
         if xp is not np:
-            uniform = xp.random.random(x.shape, dtype=np.float32)
+            uniform = random_module(xp).random(x.shape, dtype=np.float32)
             self.mask = xp.empty(x.shape, dtype=bool)
             gpu_neuron.dropout_forward(x, uniform, self.ratio, scale, top[0].data, self.mask)
             return

@@ -75,7 +75,6 @@ class BatchNormLayer(Layer):
             variance /= x.dtype.type(count)
             self._update_running_sums(mean, variance, bottom[0].count)
         self.std = xp.sqrt(variance + x.dtype.type(self.eps))
-        self.mean = mean
         saved = getattr(self, "x_norm", None)
         if saved is None or saved.shape != geometry or get_array_module(saved) is not xp or saved.dtype != x.dtype:
             saved = self.x_norm = xp.empty(geometry, dtype=x.dtype)
@@ -84,6 +83,7 @@ class BatchNormLayer(Layer):
         self.geometry = geometry
 
     def _global_stats(self, kind):
+        """Mean and variance from the stored running sums and their scale factor."""
         factor = float(self.blobs[2].data.reshape(-1)[0])
         factor = 0.0 if factor == 0 else 1.0 / factor
         return self.blobs[0].data * kind(factor), self.blobs[1].data * kind(factor)
@@ -95,10 +95,7 @@ class BatchNormLayer(Layer):
             return
         x = self._grouped(bottom[0].data)
         if self.use_global_stats:
-            factor = float(self.blobs[2].data.reshape(-1)[0])
-            factor = 0.0 if factor == 0 else 1.0 / factor
-            mean = self.blobs[0].data * x.dtype.type(factor)
-            variance = self.blobs[1].data * x.dtype.type(factor)
+            mean, variance = self._global_stats(x.dtype.type)
         else:
             mean = x.mean(axis=(0, 2))
             variance = ((x - mean[None, :, None]) ** 2).mean(axis=(0, 2))
@@ -135,7 +132,6 @@ class BatchNormLayer(Layer):
         mean_dy_y = (dy * y).mean(axis=(0, 2), keepdims=True)
         dx = (dy - mean_dy - mean_dy_y * y) / std
         bottom[0].diff[...] = dx.reshape(bottom[0].shape)
-
 
     def _backward_gpu(self, top, bottom):
         dy, inner, channels = top[0].diff, self.geometry[2], self.channels

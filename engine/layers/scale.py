@@ -13,7 +13,6 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..cuda import channels as gpu_channels
-
 from ..fillers import fill
 from .base import Layer, register_layer
 

@@ -418,3 +418,15 @@ def test_gpu_all_without_gpu_warns_once(work, capsys):
                           capsys=capsys)
     assert status == 0, err
     assert len([line for line in err.splitlines() if line.startswith("W")]) == 1
+
+
+def test_gpu_id_beyond_the_devices_is_an_error(monkeypatch):
+    """`--gpu 3` on a machine with one GPU names the IDs it has (checked without a GPU by standing in
+    a one-device machine)."""
+    from engine.errors import CaffeError
+    from engine.solvers import commands
+
+    monkeypatch.setattr(commands.backend, "gpu_unavailable_reason", lambda: None)
+    monkeypatch.setattr(commands, "_device_count", lambda: 1)
+    with pytest.raises(CaffeError, match=r"no GPU with ID 3: this machine has 1 \(IDs 0\.\.0\)"):
+        commands.set_mode([3])
