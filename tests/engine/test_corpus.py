@@ -1,5 +1,8 @@
 """Every real-world prototxt in ../shared/caffe-configs parses; every BVLC-only net builds.
 
+The corpus is third-party material kept outside the repository: without it
+these tests have no cases and test_corpus_is_present skips.
+
 Nets whose data layers read absent databases take the shapes their settings
 declare; where those settings do not fix a shape the case is skipped with
 the recorded reason, never silently.
@@ -14,7 +17,7 @@ from engine import caffe_pb2, formats, netgraph
 from engine.errors import CaffeError, NetError, ProtoError
 from engine.net import Net
 
-from paths import CONFIGS  # noqa: E402
+from paths import CONFIGS, needs_corpus  # noqa: E402
 
 # Caffe's registered layer types (BVLC master); anything else is a fork's layer.
 BVLC_TYPES = set("""
@@ -55,6 +58,7 @@ def _rel(path):
     return str(path.relative_to(CONFIGS))
 
 
+@needs_corpus
 @pytest.mark.parametrize("path", SOLVERS, ids=_rel)
 def test_solver_parses(path):
     if _rel(path) in FORK_FILES:
@@ -65,6 +69,7 @@ def test_solver_parses(path):
     assert solver.type in {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"}
 
 
+@needs_corpus
 @pytest.mark.parametrize("path", NETS, ids=_rel)
 def test_net_parses(path):
     if _rel(path) in FORK_FILES:
@@ -116,6 +121,7 @@ def _python_modules_missing(net):
     return missing
 
 
+@needs_corpus
 @pytest.mark.parametrize("path, phase, stages", _build_cases())
 def test_net_builds(path, phase, stages):
     param = formats.read_net(path)
@@ -138,6 +144,7 @@ def test_net_builds(path, phase, stages):
         assert all(d > 0 for d in blob.shape) or blob.shape == (), f"blob {name} has shape {blob.shape}"
 
 
+@needs_corpus
 def test_corpus_is_present():
     assert len(NETS) > 80 and len(SOLVERS) > 20, "../shared/caffe-configs looks incomplete"
 

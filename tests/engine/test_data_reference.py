@@ -1,4 +1,4 @@
-"""Caffe's own databases and batches (../shared/caffe-reference/data) read exactly.
+"""Caffe's own databases and batches (tests/caffe-reference/data) read exactly.
 
 Each case: run from the case folder (relative paths), build the TEST-phase
 net from net.prototxt, forward three times, and compare the data and label
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import engine
-from reference import cases
+from reference import cases, scratch_copy
 
 CASES = cases("data")
 HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
@@ -19,10 +19,9 @@ needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB suppo
 PARAMS = [pytest.param(c, id=c.name, marks=needs_plyvel if "leveldb" in c.name else ()) for c in CASES]
 
 
-@pytest.mark.skipif(not CASES, reason="the Caffe reference data is not present")
 @pytest.mark.parametrize("folder", PARAMS)
-def test_caffe_batches(folder, monkeypatch, mode):
-    monkeypatch.chdir(folder)
+def test_caffe_batches(folder, monkeypatch, mode, tmp_path):
+    monkeypatch.chdir(scratch_copy(folder, tmp_path))
     batches = np.load("batches.npz")
     net = engine.Net("net.prototxt", engine.TEST)
     try:
@@ -37,5 +36,4 @@ def test_caffe_batches(folder, monkeypatch, mode):
 
 
 def test_reference_cases_are_found():
-    if CASES:
-        assert {c.name for c in CASES} >= {"mnist_idx", "raw_resized_meanfile"}
+    assert {c.name for c in CASES} >= {"mnist_idx", "raw_resized_meanfile"}

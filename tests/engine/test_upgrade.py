@@ -16,7 +16,7 @@ from engine import caffe_pb2 as pb  # noqa: E402
 from engine import upgrade  # noqa: E402
 from engine.errors import ProtoError  # noqa: E402
 
-from paths import CONFIGS as CORPUS  # noqa: E402
+from paths import CONFIGS as CORPUS, needs_corpus  # noqa: E402
 
 # Type strings Caffe's V1 upgrade produces, plus the Input layer the header
 # upgrade adds.
@@ -60,7 +60,7 @@ def _legacy_corpus_nets():
 LEGACY = _legacy_corpus_nets()
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found: {CORPUS}")
+@needs_corpus
 def test_corpus_has_legacy_nets():
     # Guards the parametrised test below against passing on nothing.
     assert len(LEGACY) >= 4
@@ -68,6 +68,7 @@ def test_corpus_has_legacy_nets():
                for _, net in LEGACY), "expected at least one V0 net"
 
 
+@needs_corpus
 @pytest.mark.parametrize("path,net", LEGACY,
                          ids=[p.name for p, _ in LEGACY])
 def test_corpus_legacy_net_upgrades(path, net):

@@ -19,7 +19,7 @@ from engine import caffe_pb2, formats, summary
 from engine.net import TEST, Net
 
 ROOT = Path(__file__).resolve().parents[2]
-from paths import CONFIGS  # noqa: E402
+from paths import CONFIGS, needs_corpus  # noqa: E402
 sys.path.insert(0, str(ROOT / "tools"))
 import zoo  # noqa: E402  (tools/zoo)
 from zoo.smoke import run_smoke  # noqa: E402
@@ -164,6 +164,7 @@ FIDELITY = [
 ]
 
 
+@needs_corpus
 @pytest.mark.parametrize("ours, original, training, extra, patch", FIDELITY, ids=[f[0] for f in FIDELITY])
 def test_layers_match_the_original_caffe_model(ours, original, training, extra, patch):
     mine = formats.read_net(ROOT / "nets" / f"{ours}.prototxt")

@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
 
 from engine.data.datum import datum_to_array, parse_datum  # noqa: E402
 from paths import REFERENCE  # noqa: E402
+from reference import scratch_copy  # noqa: E402
 from engine.data.db import open_db  # noqa: E402
 from engine.data.idx import write_idx  # noqa: E402
 
@@ -22,7 +23,6 @@ TOOLS = ROOT / "tools"
 DATA = REFERENCE / "data"
 HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
 needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
-needs_reference = pytest.mark.skipif(not DATA.is_dir(), reason="the Caffe reference data is not present")
 
 
 def run(tool, *args, cwd):
@@ -80,7 +80,6 @@ def test_convert_mnist_errors_are_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@needs_reference
 def test_convert_mnist_writes_caffes_bytes(tmp_path):
     case = DATA / "mnist_idx"
     result = run("convert_mnist_data", case / "images-idx3-ubyte", case / "labels-idx1-ubyte", "db",
@@ -97,10 +96,9 @@ CASES = {
 }
 
 
-@needs_reference
 @pytest.mark.parametrize("case", [pytest.param(c, marks=needs_plyvel) if "leveldb" in c else c for c in sorted(CASES)])
 def test_convert_imageset_reproduces_caffes_database(tmp_path, case):
-    folder = DATA / case
+    folder = scratch_copy(DATA / case, tmp_path / "caffe")
     result = run("convert_imageset", *CASES[case], f"{folder}/images/", folder / "list.txt", "db", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     backend = "leveldb" if "leveldb" in case else "lmdb"
@@ -116,7 +114,6 @@ def test_convert_imageset_reproduces_caffes_database(tmp_path, case):
         assert ours == theirs
 
 
-@needs_reference
 def test_compute_image_mean_writes_caffes_file(tmp_path):
     folder = DATA / "raw_resized_meanfile"
     result = run("compute_image_mean", folder / "db", "mean.binaryproto", "-backend", "lmdb", cwd=tmp_path)

@@ -10,10 +10,11 @@ from engine import summary
 from engine.net import TEST, Net
 
 ROOT = Path(__file__).resolve().parents[2]
-from paths import CONFIGS  # noqa: E402
-LENET = CONFIGS / "BVLC__caffe/examples/mnist/lenet.prototxt"
-CAFFENET = CONFIGS / "BVLC__caffe/models/bvlc_reference_caffenet/deploy.prototxt"
-VGG16 = CONFIGS / "yxliwhu__NYUD-FCN8s/ilsvrc-nets__VGG_ILSVRC_16_layers_deploy.prototxt"
+# The zoo's deploy nets: tests/nets/test_zoo.py checks them layer by layer against
+# BVLC's lenet.prototxt, CaffeNet's deploy.prototxt and VGG's published deploy file.
+LENET = ROOT / "nets/lenet/deploy.prototxt"
+CAFFENET = ROOT / "nets/caffenet/deploy.prototxt"
+VGG16 = ROOT / "nets/vgg16/deploy.prototxt"
 
 
 def run_summary(*args):

@@ -319,7 +319,7 @@ def run_tool(name, *args, cwd):
                           capture_output=True, text=True, timeout=120)
 
 
-CAFFE_LOGS = sorted((REFERENCE / "solvers").glob("*/caffe.log")) if REFERENCE.is_dir() else []
+CAFFE_LOGS = sorted((REFERENCE / "solvers").glob("*/caffe.log"))
 
 
 def read_csv(path):

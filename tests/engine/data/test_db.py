@@ -14,7 +14,7 @@ from engine.data.datum import array_to_datum, datum_to_array, encoded_datum, par
 from engine.data.db import backend_name, open_db, open_writer
 from engine.data.image import COLOR, GRAY, UNCHANGED, decode_image, resize_linear
 from engine.errors import CaffeError, DataError
-from reference import REFERENCE
+from reference import REFERENCE, scratch_copy
 
 HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
 needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
@@ -174,13 +174,12 @@ def test_resize_upscale_by_two_interpolates_between_pixels():
     assert out.tolist() == [0, 16, 48, 64]
 
 
-@pytest.mark.skipif(not (REFERENCE / "data" / "raw_resized_meanfile").is_dir(), reason="no reference")
 @pytest.mark.parametrize("case,mode,size", [("raw_resized_meanfile", COLOR, (32, 32)),
                                             pytest.param("gray_leveldb", GRAY, (20, 20), marks=needs_plyvel),
                                             ("encoded_png_meanvalue", COLOR, (24, 26))])
 def test_decode_and_resize_match_caffes_opencv(case, mode, size, tmp_path):
     """Caffe's convert_imageset wrote these records from the images beside them."""
-    folder = REFERENCE / "data" / case
+    folder = scratch_copy(REFERENCE / "data" / case, tmp_path)
     backend = "leveldb" if "leveldb" in case else "lmdb"
     database = open_db(folder / "db", backend)
     cursor = database.cursor()

@@ -88,7 +88,7 @@ def test_poly_past_max_iter_is_nan_not_complex():
     assert math.isnan(rate)
 
 
-CAFFE_CASES = sorted(p for p in REFERENCE.glob("*") if (p / "caffe.log").exists()) if REFERENCE.is_dir() else []
+CAFFE_CASES = sorted(p for p in REFERENCE.glob("*") if (p / "caffe.log").exists())
 
 
 @pytest.mark.parametrize("case", CAFFE_CASES, ids=[c.name for c in CAFFE_CASES])

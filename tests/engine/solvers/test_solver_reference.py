@@ -14,8 +14,7 @@ from engine import backend
 from engine.solvers import get_solver
 
 from paths import REFERENCE  # noqa: E402
-CASES = sorted(p for p in (REFERENCE / "solvers").glob("*") if (p / "case.json").exists()) \
-    if (REFERENCE / "solvers").is_dir() else []
+CASES = sorted(p for p in (REFERENCE / "solvers").glob("*") if (p / "case.json").exists())
 
 
 def load(case):
@@ -81,8 +80,6 @@ def test_resuming_from_caffes_state(case, monkeypatch, mode):
 def test_caffes_lenet_state_restores(monkeypatch, tmp_path):
     """Caffe's LeNet snapshot at 5000 (SGD: 8 history blobs) restores into our LeNet."""
     trained = REFERENCE / "trained" / "lenet_fmnist"
-    if not trained.is_dir():
-        pytest.skip("no trained LeNet in caffe-reference")
     from engine import caffe_pb2, formats
 
     root = Path(__file__).resolve().parents[3]
@@ -116,8 +113,6 @@ def test_caffe_test_command_reproduces_caffes_scores(tmp_path, capsys):
     """README: `caffe test` of Caffe's LeNet snapshot on Caffe's test_lmdb prints accuracy = 0.8981 and
     loss = 0.286322; tools/test (the same code as `caffe test`) must print the same."""
     trained = REFERENCE / "trained" / "lenet_fmnist"
-    if not (trained / "test_lmdb").is_dir():
-        pytest.skip("no trained LeNet in caffe-reference")
     from engine.solvers import cli
 
     root = Path(__file__).resolve().parents[3]
