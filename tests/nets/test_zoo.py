@@ -5,7 +5,7 @@ checked against the papers' numbers and against counts derived by hand;
 the layer structure is compared with the original Caffe prototxts (BVLC's
 zoo, Kaiming He's ResNet-50, shicai's MobileNets) so their weights load by
 name. Every train_val net then trains on one generated batch with its zoo
-solver's settings (tools/zoo/smoke.py) and its loss must fall.
+solver's settings (engine/zoo/smoke.py) and its loss must fall.
 """
 
 import subprocess
@@ -20,10 +20,9 @@ from engine.net import TEST, Net
 
 ROOT = Path(__file__).resolve().parents[2]
 from paths import CONFIGS, needs_corpus  # noqa: E402
-sys.path.insert(0, str(ROOT / "tools"))
-import zoo  # noqa: E402  (tools/zoo)
-from zoo.smoke import run_smoke  # noqa: E402
-from zoo.table import zoo_table  # noqa: E402
+from engine import zoo  # noqa: E402
+from engine.zoo.smoke import run_smoke  # noqa: E402
+from engine.zoo.table import zoo_table  # noqa: E402
 
 ZOO = ["cifar10_quick", "alexnet", "caffenet", "zfnet", "vgg16", "vgg_cifar", "googlenet", "nin", "resnet18",
        "resnet50", "mobilenet_v1", "mobilenet_v2"]

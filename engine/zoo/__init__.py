@@ -1,4 +1,4 @@
-"""The model zoo's nets, written as Python and emitted as Caffe prototxt by tools/make_zoo.
+"""The model zoo's nets, written as Python and emitted as Caffe prototxt by tools/make_zoo (engine/tools/make_zoo.py).
 
 Each module builds its nets' train_val NetParameter from the paper's tables;
 the deploy net and the solver come with it (see spec.ZooNet).

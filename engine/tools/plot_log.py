@@ -1,0 +1,70 @@
+"""Plot a training log: train loss, test outputs (accuracy, loss) and the learning
+rate against iterations, into one PNG. Needs matplotlib; without it, says so and
+points at tools/parse_log, which writes the same numbers as CSV.
+
+usage: plot_log LOG OUT.png
+"""
+
+import sys
+from pathlib import Path
+
+from ..solvers.logparse import parse_log
+
+
+def _series(rows, key):
+    points = [(row["NumIters"], row[key]) for row in rows if key in row]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot(log_path, out_path, pyplot):
+    train, test = parse_log(log_path)
+    if not train and not test:
+        raise ValueError(f"no train or test outputs found in {log_path}")
+    figure, axes = pyplot.subplots(3, 1, figsize=(8, 10), sharex=True)
+    fixed = ("NumIters", "Seconds", "LearningRate")
+    for rows, kind, style in ((train, "train", "-"), (test, "test", "o-")):
+        names = [k for k in (rows[0] if rows else {}) if k not in fixed]
+        for name in names:
+            target = axes[1] if "acc" in name.lower() else axes[0]
+            target.plot(*_series(rows, name), style, label=f"{kind} {name}", markersize=3)
+    axes[2].plot(*_series(train or test, "LearningRate"), "-", label="learning rate")
+    for ax, label in zip(axes, ("loss", "accuracy", "learning rate")):
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best")
+    axes[2].set_xlabel("iterations")
+    axes[0].set_title(Path(log_path).name)
+    figure.tight_layout()
+    figure.savefig(out_path, dpi=100)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
+    if len(argv) != 2:
+        print("usage: plot_log LOG OUT.png", file=sys.stderr)
+        return 1
+    log_path, out_path = argv
+    if not Path(log_path).is_file():
+        print(f"plot_log: log file not found: {log_path}", file=sys.stderr)
+        return 1
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        print("plot_log: matplotlib is not installed (pip install matplotlib); "
+              "tools/parse_log writes the same data as CSV files", file=sys.stderr)
+        return 1
+    try:
+        plot(log_path, out_path, pyplot)
+    except (ValueError, OSError) as exc:
+        print(f"plot_log: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote {out_path}")
+    return 0
+
