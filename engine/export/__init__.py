@@ -1,0 +1,1 @@
+"""Exporters that turn a built Net into other frameworks' formats (ONNX)."""

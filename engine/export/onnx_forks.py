@@ -1,0 +1,1 @@
+"""Converters for layers of Caffe's forks, under the forks' type names."""
