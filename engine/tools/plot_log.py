@@ -11,32 +11,67 @@ from pathlib import Path
 from ..solvers.logparse import parse_log
 
 
+AXES = ("loss", "accuracy", "learning rate")
+FIXED = ("NumIters", "Seconds", "LearningRate")
+
+
 def _series(rows, key):
     points = [(row["NumIters"], row[key]) for row in rows if key in row]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def new_figure(pyplot):
+    """A figure with the three stacked axes of AXES, sharing the iteration axis."""
+    return pyplot.subplots(3, 1, figsize=(8, 10), sharex=True)
+
+
+def draw(axes, train, test, label="", dashed=False):
+    """Draw one log's curves: train and test outputs on the loss or accuracy axis (by
+    name), the learning rate on the third. `label` prefixes the legend entries."""
+    prefix = f"{label} " if label else ""
+    for rows, kind, style in ((train, "train", "-"), (test, "test", "o-")):
+        style = style.replace("-", "--") if dashed else style
+        names = [k for k in (rows[0] if rows else {}) if k not in FIXED]
+        for name in names:
+            target = axes[1] if "acc" in name.lower() else axes[0]
+            target.plot(*_series(rows, name), style, label=f"{prefix}{kind} {name}", markersize=3)
+    axes[2].plot(*_series(train or test, "LearningRate"), "--" if dashed else "-", label=f"{prefix}learning rate")
+
+
+def finish(figure, axes, title, out_path):
+    for ax, label in zip(axes, AXES):
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best")
+    axes[2].set_xlabel("iterations")
+    axes[0].set_title(title)
+    figure.tight_layout()
+    figure.savefig(out_path, dpi=100)
+
+
+def load_pyplot(program):
+    """matplotlib's pyplot on the Agg backend, or None after one line saying it is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        print(f"{program}: matplotlib is not installed (pip install matplotlib); "
+              "tools/parse_log writes the same data as CSV files", file=sys.stderr)
+        return None
+    return pyplot
 
 
 def plot(log_path, out_path, pyplot):
     train, test = parse_log(log_path)
     if not train and not test:
         raise ValueError(f"no train or test outputs found in {log_path}")
-    figure, axes = pyplot.subplots(3, 1, figsize=(8, 10), sharex=True)
-    fixed = ("NumIters", "Seconds", "LearningRate")
-    for rows, kind, style in ((train, "train", "-"), (test, "test", "o-")):
-        names = [k for k in (rows[0] if rows else {}) if k not in fixed]
-        for name in names:
-            target = axes[1] if "acc" in name.lower() else axes[0]
-            target.plot(*_series(rows, name), style, label=f"{kind} {name}", markersize=3)
-    axes[2].plot(*_series(train or test, "LearningRate"), "-", label="learning rate")
-    for ax, label in zip(axes, ("loss", "accuracy", "learning rate")):
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(loc="best")
-    axes[2].set_xlabel("iterations")
-    axes[0].set_title(Path(log_path).name)
-    figure.tight_layout()
-    figure.savefig(out_path, dpi=100)
+    figure, axes = new_figure(pyplot)
+    draw(axes, train, test)
+    finish(figure, axes, Path(log_path).name, out_path)
+    pyplot.close(figure)
 
 
 def main(argv=None):
@@ -51,14 +86,8 @@ def main(argv=None):
     if not Path(log_path).is_file():
         print(f"plot_log: log file not found: {log_path}", file=sys.stderr)
         return 1
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        print("plot_log: matplotlib is not installed (pip install matplotlib); "
-              "tools/parse_log writes the same data as CSV files", file=sys.stderr)
+    pyplot = load_pyplot("plot_log")
+    if pyplot is None:
         return 1
     try:
         plot(log_path, out_path, pyplot)
