@@ -31,7 +31,7 @@ import math
 
 import numpy
 
-from .. import winograd
+from .. import cpu, winograd
 from ..backend import get_array_module
 from ..cuda import cudnn
 from ..fillers import fill
@@ -93,9 +93,7 @@ class BaseConvolutionLayer(Layer):
     def setup(self, bottom, top):
         p = setup_conv_geometry(self, bottom[0])
         self.channels = bottom[0].shape[self.channel_axis]
-        self.check(p.num_output > 0, "convolution_param.num_output must be positive")
-        self.num_output = p.num_output
-        self.group = p.group
+        self.num_output, self.group = self.output_channels_and_group(p)
         self.check(self.group > 0, "convolution_param.group must be positive")
         self.check(self.channels % self.group == 0,
                    f"channels ({self.channels}) must be a multiple of group ({self.group})")
@@ -124,6 +122,11 @@ class BaseConvolutionLayer(Layer):
         # Per group: Og output rows, Kg = (input channels / group) * kernel size columns.
         self.kernel_dim = (self.conv_in_channels // self.group) * math.prod(self.kernel)
         self._cache = None
+
+    def output_channels_and_group(self, p):
+        """(num_output, group) from convolution_param; the depthwise forks derive them instead."""
+        self.check(p.num_output > 0, "convolution_param.num_output must be positive")
+        return p.num_output, p.group
 
     def compute_output_shape(self, spatial):
         raise NotImplementedError
@@ -211,11 +214,16 @@ class BaseConvolutionLayer(Layer):
         space = self._column_space(out.shape[0], rows).reshape(self.group, self.kernel_dim, -1)
         cols = _batched_product(self._weights().swapaxes(1, 2), rows, out=space)
         shape = out.shape[:2] + self.image_spatial
-        image = col2im(cols, shape, self.kernel, self.pad, self.stride, self.dilation, batch_first=False)
-        if bias is None:
+        image = col2im(cols, shape, self.kernel, self.pad, self.stride, self.dilation, batch_first=False,
+                       out=out if out.flags.c_contiguous else None)
+        column = None if bias is None else bias.reshape((1, -1) + (1,) * self.num_spatial_axes)
+        if image is out:
+            if column is not None:
+                out += column
+        elif column is None:
             out[...] = image
         else:
-            get_array_module(out).add(image, bias.reshape((1, -1) + (1,) * self.num_spatial_axes), out=out)
+            get_array_module(out).add(image, column, out=out)
 
     def _accumulate_weight_diff(self, rows, cols):
         diff = self.blobs[0].diff.reshape(self.group, self.conv_out_channels // self.group, self.kernel_dim)
@@ -224,6 +232,10 @@ class BaseConvolutionLayer(Layer):
     def _accumulate_bias_diff(self, top_diff):
         xp = get_array_module(top_diff)
         spatial = top_diff.reshape(top_diff.shape[0], self.num_output, -1)
+        if cpu.usable(spatial):
+            total = cpu.kernels("channels").sums(spatial, spatial, False)[0]
+            self.blobs[1].diff[...] += total.astype(spatial.dtype)
+            return
         self.blobs[1].diff[...] += xp.sum(spatial, axis=(0, 2))
 
     def _as_batch(self, array, channels, spatial):
@@ -295,6 +307,16 @@ class ConvolutionLayer(BaseConvolutionLayer):
             self._cache = None
             self._cudnn_forward(plan, bottom, top)
             return
+        if self._depthwise(bottom[0].data):
+            self._cache = None
+            kernels = cpu.kernels("depthwise")
+            weight = self.blobs[0].data.reshape((self.num_output,) + self.kernel)
+            for b, t in zip(bottom, top):
+                x = self._as_batch(b.data, self.channels, self.image_spatial)
+                y = self._as_batch(t.data, self.num_output, self.col_spatial)
+                kernels.forward(x, weight, weight if bias is None else bias, bias is not None,
+                                *self.stride, *self.pad, *self.dilation, y)
+            return
         if self._use_winograd(get_array_module(bottom[0].data)):
             self._cache = None
             for index, (b, t) in enumerate(zip(bottom, top)):
@@ -323,6 +345,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 self._accumulate_bias_diff(t.diff)
         if self._cudnn_plan("forward", top[0].diff) is not None and self._cudnn_backward(top, propagate_down, bottom):
             return
+        if self._depthwise(top[0].diff):
+            self._depthwise_backward(top, propagate_down, bottom)
+            return
         if self._use_winograd(get_array_module(top[0].diff)):
             self._winograd_backward(top, propagate_down, bottom)
             return
@@ -345,6 +370,25 @@ class ConvolutionLayer(BaseConvolutionLayer):
                     else:
                         self._rows_to_image(rows, dx[part])
         self._cache = None
+
+    def _depthwise(self, array):
+        """Whether the direct depthwise kernels (engine/cpu/depthwise.py) serve: one input channel per group."""
+        return (self.group > 1 and self.group == self.channels and self.num_spatial_axes == 2
+                and self.channel_axis == 1 and cpu.usable(array, self.blobs[0].data))
+
+    def _depthwise_backward(self, top, propagate_down, bottom):
+        kernels = cpu.kernels("depthwise")
+        geometry = (*self.stride, *self.pad, *self.dilation)
+        weight = self.blobs[0].data.reshape((self.num_output,) + self.kernel)
+        weight_diff = self.blobs[0].diff.reshape(weight.shape)
+        for index, (t, b) in enumerate(zip(top, bottom)):
+            dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
+            if self.param_propagate_down[0]:
+                x = self._as_batch(b.data, self.channels, self.image_spatial)
+                kernels.backward_weight(x, dy, *geometry, weight_diff)
+            if propagate_down[index]:
+                dx = self._as_batch(b.diff, self.channels, self.image_spatial)
+                kernels.backward_data(dy, weight, *geometry, dx)
 
     def _correlate_backward_data(self):
         """Whether the bottom diff goes as a stride-1 correlation of the top diff (im2col + GEMM).
