@@ -112,9 +112,26 @@ def conv_spatial_params(param, num_axes):
         raise GeometryError("Stride dimensions must be nonzero.")
     pad = _hw_or_repeated(param, "pad", num_axes, 0)
     dilation = _per_axis(param.dilation, num_axes, "dilation", 1)
+    if param.HasField("filter_stride") or param.HasField("filter_stride_h") or param.HasField("filter_stride_w"):
+        if len(param.dilation):
+            raise GeometryError("Either dilation or filter_stride (its DeepLab-era name) should be "
+                                "specified; not both.")
+        dilation = _filter_stride(param, num_axes)
     if any(d <= 0 for d in dilation):
         raise GeometryError("Dilation dimensions must be nonzero.")
     return kernel, stride, pad, dilation
+
+
+def _filter_stride(param, num_axes):
+    """DeepLab / ParseNet's dilation: filter_stride OR filter_stride_h and filter_stride_w (2-D)."""
+    has_h, has_w = param.HasField("filter_stride_h"), param.HasField("filter_stride_w")
+    if param.HasField("filter_stride") and (has_h or has_w) or has_h != has_w:
+        raise GeometryError("filter stride is filter_stride OR filter_stride_h and filter_stride_w are required.")
+    if has_h:
+        if num_axes != 2:
+            raise GeometryError("filter_stride_h & filter_stride_w can only be used for 2D convolution.")
+        return (int(param.filter_stride_h), int(param.filter_stride_w))
+    return (int(param.filter_stride),) * num_axes
 
 
 def pool_spatial_params(param):

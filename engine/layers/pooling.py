@@ -3,7 +3,8 @@
 Windows are visited kernel offset by kernel offset over a stride-phase split
 of the padded bottom (engine.im2col.OffsetWindows), so every step is one
 unit-stride, whole-batch array operation. Caffe's numbers, not the textbook's:
-- output sizes ceil by default and drop a last window that starts in the padding;
+- output sizes ceil by default (round_mode: FLOOR, or the forks' ceil_mode: false,
+  floors them) and drop a last window that starts in the padding;
 - MAX takes the first maximum in row-major window order (values above -FLT_MAX
   only, so a window with no such value gives -FLT_MAX and index -1), and the
   optional second top holds that input's flat index h * W + w, as a float;
@@ -18,12 +19,13 @@ occur with kernel < stride and no padding; AVE gives 0 there, where Caffe
 divides by a non-positive size.
 
 On the GPU, MAX and AVE run as one CUDA kernel per pass (engine/cuda/pooling.py),
-with the same rules; STOCHASTIC keeps the array code below on both.
+and on the CPU as multi-threaded kernels (engine/cpu/pooling.py), with the same
+rules; STOCHASTIC keeps the array code below on both.
 """
 
 import numpy as np
 
-from .. import backend, caffe_pb2
+from .. import backend, caffe_pb2, cpu
 from ..backend import get_array_module
 from ..cuda import pooling as gpu_pooling
 from ..geometry import GeometryError, pool_output_size, pool_spatial_params, pool_window_sizes
@@ -92,6 +94,11 @@ class PoolingLayer(Layer):
             raise self.error(str(exc)) from None
         self.global_pooling = p.global_pooling
         self.ceil_mode = p.round_mode == CEIL
+        if p.HasField("ceil_mode"):  # the forks' older switch for the same rounding
+            self.check(not p.HasField("round_mode") or p.ceil_mode == self.ceil_mode,
+                       f"ceil_mode: {str(p.ceil_mode).lower()} contradicts round_mode: "
+                       f"{caffe_pb2.PoolingParameter.RoundMode.Name(p.round_mode)}")
+            self.ceil_mode = p.ceil_mode
         if any(self.pad):
             self.check(self.method in (MAX, AVE), "Padding implemented only for average and max pooling.")
         self._argmax = None
@@ -140,10 +147,37 @@ class PoolingLayer(Layer):
         else:
             gpu_pooling.ave_backward(dy, self._divisor(bottom.data), *geometry, bottom.diff)
 
+    def _on_cpu_kernels(self, *arrays):
+        return self.method in (MAX, AVE) and cpu.usable(*arrays)
+
+    def _forward_cpu(self, x, top):
+        kernels = cpu.kernels("pooling")
+        geometry = (*self.kernel, *self.stride, *self.pad)
+        if self.method == MAX:
+            if self._mask is None or self._mask.shape != top[0].shape or not isinstance(self._mask, np.ndarray):
+                self._mask = np.empty(top[0].shape, dtype=np.int32)
+            kernels.max_forward(x, *geometry, top[0].data, self._mask)
+            if len(top) > 1:
+                top[1].data[...] = self._mask
+        else:
+            kernels.ave_forward(x, self._divisor(x), *geometry, top[0].data)
+
+    def _backward_cpu(self, dy, bottom):
+        kernels = cpu.kernels("pooling")
+        if self.method == MAX:
+            self.check(self._mask is not None, "backward called before forward")
+            kernels.max_backward(dy, self._mask, bottom.diff)
+        else:
+            kernels.ave_backward(dy, self._divisor(bottom.data), *self.kernel, *self.stride, *self.pad,
+                                 bottom.diff)
+
     def forward(self, bottom, top):
         x = bottom[0].data
         if self._on_gpu(x):
             self._forward_gpu(x, top)
+            return
+        if self._on_cpu_kernels(x, top[0].data):
+            self._forward_cpu(x, top)
             return
         if self.method == MAX:
             values, self._argmax = self._max(x)
@@ -298,6 +332,9 @@ class PoolingLayer(Layer):
         dy = top[0].diff
         if self._on_gpu(dy):
             self._backward_gpu(dy, bottom[0])
+            return
+        if self._on_cpu_kernels(dy, bottom[0].diff):
+            self._backward_cpu(dy, bottom[0])
             return
         if self.method == AVE:
             self._spread(dy / self._divisor(bottom[0].data), bottom[0])

@@ -94,6 +94,12 @@ def test_conv_params_repeated_and_hw_forms():
     assert conv_spatial_params(conv_param("kernel_size: 2 kernel_size: 3 kernel_size: 4"), 3)[0] == (2, 3, 4)
 
 
+def test_filter_stride_is_the_dilation():
+    assert conv_spatial_params(conv_param("kernel_size: 3 filter_stride: 4"), 2)[3] == (4, 4)
+    assert conv_spatial_params(conv_param("kernel_size: 3 filter_stride: 2"), 3)[3] == (2, 2, 2)
+    assert conv_spatial_params(conv_param("kernel_size: 3 filter_stride_h: 2 filter_stride_w: 5"), 2)[3] == (2, 5)
+
+
 @pytest.mark.parametrize("text,axes,message", [
     ("", 2, "kernel_size must be specified once, or once per spatial dimension"),
     ("kernel_size: 3 kernel_size: 3", 3, r"kernel_size specified 2 times; 3 spatial dims"),
@@ -103,6 +109,9 @@ def test_conv_params_repeated_and_hw_forms():
     ("kernel_size: 3 stride: 0", 2, "Stride dimensions must be nonzero"),
     ("kernel_size: 3 pad: 1 pad_h: 1", 2, "Either pad or pad_h/w"),
     ("kernel_size: 3 dilation: 1 dilation: 1 dilation: 1", 2, "dilation must be specified once"),
+    ("kernel_size: 3 filter_stride_h: 2 filter_stride_w: 2", 3, "filter_stride_h & filter_stride_w can only"),
+    ("kernel_size: 3 filter_stride_w: 2", 2, "filter_stride OR filter_stride_h and filter_stride_w"),
+    ("kernel_size: 3 dilation: 2 filter_stride: 2", 2, "Either dilation or filter_stride"),
 ])
 def test_conv_param_errors(text, axes, message):
     with pytest.raises(GeometryError, match=message):

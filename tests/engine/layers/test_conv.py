@@ -257,3 +257,48 @@ def test_cupy_matches_numpy(kind, params, shape):
     for mine, theirs in zip(gpu.blobs, cpu.blobs):
         np.testing.assert_allclose(cupy.asnumpy(mine.diff), theirs.diff, rtol=1e-10, atol=1e-12)
 
+
+
+# -- filter_stride: DeepLab / ParseNet's name for the dilation --------------------------------------
+@pytest.mark.parametrize("layer_type, fork, bvlc, dilation", [
+    ("Convolution", "filter_stride: 2", "dilation: 2", (2, 2)),
+    ("Convolution", "filter_stride_h: 2 filter_stride_w: 3", "dilation: 2 dilation: 3", (2, 3)),
+    ("Deconvolution", "filter_stride: 2", "dilation: 2", (2, 2)),
+])
+def test_filter_stride_is_dilation(layer_type, fork, bvlc, dilation):
+    x = RNG.standard_normal((2, 3, 9, 8))
+    text = f'type: "{layer_type}" convolution_param {{ num_output: 2 kernel_size: 3 pad: 1 GEOMETRY ' \
+           'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }'
+    layer, bottom, top = build_layer(text.replace("GEOMETRY", fork), [x])
+    assert layer.dilation == dilation
+    reference, ref_bottom, ref_top = build_layer(text.replace("GEOMETRY", bvlc), [x])
+    for ours, theirs in zip(layer.blobs, reference.blobs):
+        theirs.data[...] = ours.data
+    np.testing.assert_array_equal(forward(layer, bottom, top)[0], forward(reference, ref_bottom, ref_top)[0])
+    check_gradient(text.replace("GEOMETRY", fork), [x], max_checks=40)
+
+
+def test_filter_stride_against_opencv_dilation():
+    from opencv_reference import opencv_forward
+
+    x = RNG.standard_normal((1, 3, 10, 9))
+    layer, bottom, top = build_layer('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 '
+                                     'filter_stride: 3 pad: 2 bias_filler { type: "gaussian" } }', [x])
+    ours = forward(layer, bottom, top)[0]
+    net = 'input: "data" input_shape { dim: 1 dim: 3 dim: 10 dim: 9 }\n' \
+          'layer { name: "c" type: "Convolution" bottom: "data" top: "c" ' \
+          'convolution_param { num_output: 4 kernel_size: 3 dilation: 3 pad: 2 } }'
+    (reference,) = opencv_forward(net, {"data": x}, ["c"], {"c": [b.data for b in layer.blobs]})
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("params, message", [
+    ("filter_stride: 2 dilation: 2", "Either dilation or filter_stride"),
+    ("filter_stride: 2 filter_stride_h: 2 filter_stride_w: 2", "filter_stride OR filter_stride_h and"),
+    ("filter_stride_h: 2", "filter_stride OR filter_stride_h and"),
+    ("filter_stride: 0", "Dilation dimensions must be nonzero"),
+])
+def test_filter_stride_errors(params, message):
+    with pytest.raises(LayerError, match=message):
+        build_layer(f'type: "Convolution" convolution_param {{ num_output: 1 kernel_size: 3 {params} }}',
+                    [np.zeros((1, 1, 8, 8))])

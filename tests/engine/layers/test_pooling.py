@@ -250,3 +250,40 @@ def test_cupy_matches_numpy(params, tops):
     cpu.backward(cpu_top, [True], cpu_bottom)
     gpu.backward(gpu_top, [True], gpu_bottom)
     np.testing.assert_allclose(cupy.asnumpy(gpu_bottom[0].diff), cpu_bottom[0].diff, rtol=1e-12)
+
+
+# -- ceil_mode, the forks' (BVLC pull request 3057, OpenCV) switch for round_mode ------------------
+@pytest.mark.parametrize("params, kernel, pad, stride, shape", [
+    ("pool: MAX kernel_size: 3 stride: 2 ceil_mode: false", (3, 3), (0, 0), (2, 2), (2, 3, 8, 9)),
+    ("pool: AVE kernel_size: 3 stride: 2 pad: 1 ceil_mode: false", (3, 3), (1, 1), (2, 2), (2, 2, 8, 7)),
+    ("pool: MAX kernel_size: 2 stride: 2 ceil_mode: true", (2, 2), (0, 0), (2, 2), (1, 2, 7, 7)),
+])
+def test_ceil_mode_matches_caffe_loops_and_opencv(params, kernel, pad, stride, shape):
+    from opencv_reference import opencv_forward
+
+    x = distinct(shape)
+    ceil = "ceil_mode: false" not in params
+    layer, bottom, top = build_layer(f'type: "Pooling" pooling_param {{ {params} }}', [x])
+    got = forward(layer, bottom, top)[0]
+    method = "MAX" if "MAX" in params else "AVE"
+    np.testing.assert_allclose(got, reference_pool(x, method, kernel, pad, stride, ceil=ceil)[0], rtol=1e-12)
+    header = 'input: "data" input_shape { ' + " ".join(f"dim: {d}" for d in shape) + " }\n"
+    net = header + f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ {params} }} }}'
+    (reference,) = opencv_forward(net, {"data": x}, ["p"])
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
+    check_gradient(f'type: "Pooling" pooling_param {{ {params} }}', [x], max_checks=40)
+
+
+def test_ceil_mode_false_is_round_mode_floor_and_a_contradiction_is_an_error():
+    x = distinct((1, 1, 9, 9))
+    floor = forward(*build_layer('type: "Pooling" pooling_param { kernel_size: 2 stride: 2 round_mode: FLOOR }',
+                                 [x]))[0]
+    ceil_false = forward(*build_layer('type: "Pooling" pooling_param { kernel_size: 2 stride: 2 '
+                                      'ceil_mode: false }', [x]))[0]
+    assert floor.shape == (1, 1, 4, 4)
+    np.testing.assert_array_equal(ceil_false, floor)
+    both = forward(*build_layer('type: "Pooling" pooling_param { kernel_size: 2 stride: 2 ceil_mode: false '
+                                'round_mode: FLOOR }', [x]))[0]
+    np.testing.assert_array_equal(both, floor)
+    with pytest.raises(LayerError, match="ceil_mode: false contradicts round_mode: CEIL"):
+        build_layer('type: "Pooling" pooling_param { kernel_size: 2 ceil_mode: false round_mode: CEIL }', [x])
