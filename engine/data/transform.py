@@ -8,6 +8,8 @@ For each image (C, H, W), as Caffe does it:
            unmirrored source positions) or mean_value (one, or one per
            channel), never both;
     scale  applied after the mean: top = (pixel - mean) * scale, in float32.
+With pca_lighting (this project's extension), TRAIN images also get AlexNet's
+PCA lighting shift, added before the mean (see lighting_shift).
 A whole batch of same-shaped images is transformed with one gather; images
 of different shapes (allowed with crop_size) are handled one shape at a time.
 """
@@ -46,6 +48,7 @@ class DataTransformer:
                                 f"{self.mean_file.shape}, expected 1 x channels x height x width")
         if len(param.mean_value):
             self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
+        self.lighting = _lighting(param.pca_lighting, where) if param.HasField("pca_lighting") else None
         self.force_color = bool(param.force_color)
         self.force_gray = bool(param.force_gray)
         # Its own generator, seeded from the engine's: the prefetch thread then draws
@@ -122,6 +125,10 @@ class DataTransformer:
                 mean = _windows(mean[None], same, h_off, w_off, out_h, out_w)
         else:
             values = batch.astype(np.float32)
+        if self.lighting is not None and self.phase == TRAIN:
+            if channels != 3:
+                raise DataError(f"{source}: pca_lighting needs 3-channel (BGR) images, got {channels} channels")
+            values += xp.asarray(lighting_shift(rng, count, *self.lighting))[:, :, None, None]
         if mean is not None:
             values -= mean
         elif self.mean_values is not None:
@@ -136,6 +143,26 @@ class DataTransformer:
             flipped = xp.asarray(np.flatnonzero(flip))
             values[flipped] = values[flipped, ..., ::-1]
         return values
+
+
+def _lighting(param, where):
+    """(eigenvalues (3,), eigenvector matrix (3, 3), alpha std) of a PCALightingParameter."""
+    if len(param.eigenvalue) != 3 or len(param.eigenvector) != 9:
+        raise DataError(f"{where}: pca_lighting needs 3 eigenvalue and 9 eigenvector values "
+                        f"(got {len(param.eigenvalue)} and {len(param.eigenvector)})")
+    if not param.alpha_std >= 0:
+        raise DataError(f"{where}: pca_lighting alpha_std must not be negative (got {param.alpha_std:g})")
+    return (np.asarray(param.eigenvalue, np.float64), np.asarray(param.eigenvector, np.float64).reshape(3, 3),
+            float(param.alpha_std))
+
+
+def lighting_shift(rng, count, eigenvalues, eigenvectors, alpha_std):
+    """AlexNet's PCA lighting: per image, alpha ~ N(0, alpha_std) for each eigenvector and the
+    RGB shift 255 * V (alpha * eigenvalues) (values on the [0, 1] scale, as the published
+    ImageNet figures), returned as (count, 3) float32 in Caffe's BGR channel order."""
+    alpha = rng.normal(0.0, alpha_std, (count, 3))
+    rgb = 255.0 * (alpha * eigenvalues) @ eigenvectors.T
+    return rgb[:, ::-1].astype(np.float32)
 
 
 def _windows(batch, items, h_off, w_off, out_h, out_w):

@@ -106,3 +106,51 @@ def test_same_seed_same_crops():
     engine.set_random_seed(5)
     second = transformer("crop_size: 2 mirror: true", TRAIN).transform(images(6))
     assert np.array_equal(first, second)
+
+
+# -- PCA lighting (this project's extension, AlexNet section 4.1) ---------------------------
+# The widely used ImageNet values (RGB on the [0, 1] scale); column k of V is eigenvector k.
+EIGENVALUES = [0.2175, 0.0188, 0.0045]
+V = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+LIGHTING = ("pca_lighting { " + " ".join(f"eigenvalue: {v}" for v in EIGENVALUES) + " "
+            + " ".join(f"eigenvector: {v}" for row in V for v in row) + " alpha_std: 0.1 }")
+
+
+def test_pca_lighting_adds_the_paper_shift_per_image_in_bgr():
+    """out = (pixel + shift - mean) * scale with shift_rgb = 255 * sum_k alpha_k lambda_k p_k, alpha drawn per image."""
+    import copy
+
+    batch = images(4, (3, 2, 3))
+    t = transformer(LIGHTING + " mean_value: 100 mean_value: 110 mean_value: 120 scale: 0.5", TRAIN)
+    alphas = copy.deepcopy(t.rng).normal(0.0, 0.1, (4, 3))  # no crop, no mirror: the first draws are alpha's
+    out = t.transform(batch)
+    for n in range(4):
+        rgb = [255 * sum(alphas[n][k] * EIGENVALUES[k] * V[c][k] for k in range(3)) for c in range(3)]
+        bgr = np.float32(rgb[::-1]).reshape(3, 1, 1)
+        plain = batch[n].astype(np.float32)
+        expected = (plain + bgr - np.float32([100, 110, 120]).reshape(3, 1, 1)) * np.float32(0.5)
+        np.testing.assert_allclose(out[n], expected, rtol=0, atol=1e-4)
+    shifts = out * 2 - (np.stack(batch).astype(np.float32) - np.float32([100, 110, 120]).reshape(1, 3, 1, 1))
+    assert len({round(float(s), 3) for s in shifts[:, 0, 0, 0]}) == 4, "each image draws its own alpha"
+
+
+def test_pca_lighting_shift_follows_the_eigenvectors():
+    """Over many images the shift, seen along each eigenvector, has std 255 * 0.1 * lambda_k and no correlation."""
+    batch = np.zeros((20000, 3, 1, 1), np.uint8)
+    out = transformer(LIGHTING, TRAIN).transform(batch)
+    rgb = out[:, ::-1, 0, 0].astype(np.float64) / 255
+    along = rgb @ np.asarray(V)  # coordinates on the eigenvectors (V is orthogonal)
+    np.testing.assert_allclose(along.std(axis=0), 0.1 * np.asarray(EIGENVALUES), rtol=0.03)
+    correlation = np.corrcoef(along.T)
+    assert np.abs(correlation - np.eye(3)).max() < 0.03
+
+
+def test_pca_lighting_only_in_train_and_checked():
+    batch = images(3, (3, 4, 4))
+    assert np.array_equal(transformer(LIGHTING).transform(batch), np.stack(batch).astype(np.float32))
+    with pytest.raises(DataError, match=r"^test: pca_lighting needs 3 eigenvalue and 9 eigenvector values \(got 2 and 9\)$"):
+        transformer(LIGHTING.replace("eigenvalue: 0.0045 ", ""), TRAIN)
+    with pytest.raises(DataError, match="^test: pca_lighting alpha_std must not be negative"):
+        transformer(LIGHTING.replace("alpha_std: 0.1", "alpha_std: -1"), TRAIN)
+    with pytest.raises(DataError, match="^test: pca_lighting needs 3-channel .BGR. images, got 2 channels$"):
+        transformer(LIGHTING, TRAIN).transform(images())
