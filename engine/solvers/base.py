@@ -16,13 +16,14 @@ from .. import backend
 from ..errors import SolverError
 from ..log import at, number
 from . import lr_policy, signals
+from .detection_test import DetectionTestMixin, check_eval_param
 from .netsetup import build_test_nets, build_train_net, read_solver_param
 from .snapshot import SnapshotMixin
 
 log = logging.getLogger("engine.solver")
 
 
-class Solver(SnapshotMixin):
+class Solver(SnapshotMixin, DetectionTestMixin):
     """Caffe's Solver: `Solver(path_or_SolverParameter)`, with pycaffe's interface."""
 
     type = None
@@ -64,6 +65,7 @@ class Solver(SnapshotMixin):
         if any(n < 0 for n in p.test_iter):
             raise SolverError(f"test_iter must not be negative (got {list(p.test_iter)})")
         lr_policy.check(p)
+        check_eval_param(p)
         self.check_param()
 
     def check_param(self):
@@ -214,7 +216,10 @@ class Solver(SnapshotMixin):
         for test_net_id in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            self.test(test_net_id)
+            if self.param.eval_type == "detection":
+                self.test_detection(test_net_id)
+            else:
+                self.test(test_net_id)
 
     def test(self, test_net_id=0):
         """Run test_iter forward passes; log and keep the mean of every output element."""
@@ -226,14 +231,7 @@ class Solver(SnapshotMixin):
         loss = np.float32(0)
         scores = None
         for _ in range(iterations):
-            request = self.requested_action()
-            while request != signals.NONE:
-                if request == signals.SNAPSHOT:
-                    self.snapshot()
-                elif request == signals.STOP:
-                    self.requested_early_exit = True
-                request = self.requested_action()
-            if self.requested_early_exit:
+            if self._poll_requests():
                 break
             iter_loss = net.forward_from_to()
             if p.test_compute_loss:
@@ -255,9 +253,22 @@ class Solver(SnapshotMixin):
         self.mean_scores[test_net_id] = [float(v) for name in net.outputs for v in means[name]]
         self._log_outputs(net, "Test", means, "solver.cpp:418")
 
+    def _poll_requests(self):
+        """Serve snapshot/stop requests during a test pass; True when testing must stop."""
+        request = self.requested_action()
+        while request != signals.NONE:
+            if request == signals.SNAPSHOT:
+                self.snapshot()
+            elif request == signals.STOP:
+                self.requested_early_exit = True
+            request = self.requested_action()
+        return self.requested_early_exit
+
     def test_scores(self, test_net_id=0):
         """{output name: mean value} of the last test of a test net (first element of each output)."""
         net = self.test_nets[test_net_id]
+        if self.param.eval_type == "detection":
+            return dict(zip(net.outputs, self.mean_scores[test_net_id]))
         values, index = {}, 0
         for name in net.outputs:
             count = net.blobs[name].count
