@@ -22,7 +22,11 @@ usage: train --solver SOLVER.prototxt [--weights W[,W2]] [--snapshot X.solversta
 and writes a final snapshot (snapshot_after_train); pressing it twice aborts at once."""
 
 TEST_USAGE = """test: score a model, as `caffe test`
-usage: test --model NET.prototxt --weights W.caffemodel [--iterations N] [--gpu N] [--level N] [--stage S]"""
+usage: test --model NET.prototxt --weights W.caffemodel [--iterations N] [--gpu N] [--level N] [--stage S]
+            [--oversample]
+--oversample scores the four corner crops, the centre crop and their mirror images of each image and
+averages the ten predictions (softmax probabilities), as the AlexNet paper reports its results; the data
+layers' crop_size gives the crops' size."""
 
 TIME_USAGE = """time: benchmark a model's forward and backward passes, as `caffe time`
 usage: time --model NET.prototxt [--iterations N] [--phase TRAIN|TEST] [--weights W] [--gpu N]"""
@@ -96,7 +100,7 @@ def train_main(argv=None):
 
 def test_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    flags = _flags("model", "weights", "iterations", "gpu", "level", "stage")
+    flags = _flags("model", "weights", "iterations", "gpu", "level", "stage", "oversample")
     values, positional, status = _parse("test", argv, flags, TEST_USAGE)
     if values is None:
         return status

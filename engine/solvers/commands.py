@@ -39,6 +39,8 @@ FLAGS = {
                                                 "snapshot, stop or none."),
     "sighup_effect": F("sighup_effect", "snapshot", "Optional; action to take when a SIGHUP signal is "
                                                     "received: snapshot, stop or none."),
+    "oversample": F("oversample", False, "Optional; score ten crops per image (the four corners, the centre and "
+                                         "their mirror images) and average them, as the AlexNet paper.", bool),
 }
 
 
@@ -171,7 +173,10 @@ def test(values):
     if not values["weights"]:
         raise CaffeError("Need model weights to score.")
     set_mode(_gpu_list(values["gpu"]), explicit=values["gpu"] != "all")
-    net = Net(model, caffe_pb2.TEST, level=values["level"], stages=_stages(values))
+    if values.get("oversample"):
+        net = _ten_crop_net(model, values)
+    else:
+        net = Net(model, caffe_pb2.TEST, level=values["level"], stages=_stages(values))
     for path in values["weights"].split(","):
         net.copy_from(path.strip())
     iterations = _positive_iterations(values)
@@ -200,6 +205,21 @@ def test(values):
             results.setdefault(name, []).append(float(mean))
             index += 1
     return {name: v[0] if len(v) == 1 else v for name, v in results.items()}
+
+
+def _ten_crop_net(model, values):
+    """The TEST net rewritten by engine.solvers.oversample to score and average ten crops per image."""
+    from .. import formats
+    from .oversample import ten_crop_net
+
+    state = caffe_pb2.NetState(phase=caffe_pb2.TEST, level=values["level"], stage=_stages(values))
+    param, crops, averaged = ten_crop_net(formats.read_net(model), state)
+    for layer, crop in crops:
+        log.info("Oversampling %s: ten %d x %d crops per image (corners, centre, mirrored)", layer, crop, crop)
+    for blob, how in averaged:
+        log.info("Averaging the ten crops at %s (%s)", blob,
+                 "softmax probabilities" if how == "softmax" else "values")
+    return Net(param, caffe_pb2.TEST, level=values["level"], stages=_stages(values), source=model)
 
 
 # -- running a tool ------------------------------------------------------------------------
