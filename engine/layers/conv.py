@@ -314,7 +314,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
             for b, t in zip(bottom, top):
                 x = self._as_batch(b.data, self.channels, self.image_spatial)
                 y = self._as_batch(t.data, self.num_output, self.col_spatial)
-                kernels.forward(x, weight, weight if bias is None else bias, bias is not None,
+                kernels.forward(x, weight, weight.reshape(-1) if bias is None else bias, bias is not None,
                                 *self.stride, *self.pad, *self.dilation, y)
             return
         if self._use_winograd(get_array_module(bottom[0].data)):

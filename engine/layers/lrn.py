@@ -13,12 +13,13 @@ numbers and the gradient the composed layers give.
 
 On the GPU, ACROSS_CHANNELS runs as Caffe's does: one kernel slides the
 window along the channels for the forward, one for the backward
-(engine/cuda/lrn.py).
+(engine/cuda/lrn.py). On the CPU it runs as multi-threaded kernels with the
+NumPy code's operations (engine/cpu/lrn.py).
 """
 
 import numpy as np
 
-from .. import caffe_pb2
+from .. import caffe_pb2, cpu
 from ..backend import get_array_module
 from ..cuda import lrn as gpu_lrn
 from .base import Layer, register_layer
@@ -92,6 +93,13 @@ class LRNLayer(Layer):
             gpu_lrn.forward(x, self.size, self.alpha, self.beta, self.k, top[0].data, scale)
             self._saved = (scale, None)
             return
+        if self.region == ACROSS and cpu.usable(x, top[0].data):
+            shape = x.shape[:2] + (-1,)
+            scale = np.empty_like(x)
+            cpu.kernels("lrn").forward(x.reshape(shape), self.size, self.alpha / self.size, self.beta, self.k,
+                                       top[0].data.reshape(shape), scale.reshape(shape))
+            self._saved = (scale, None)
+            return
         if self.region == ACROSS:
             scale = _window_sum(x * x, 1, self.size)
             scale *= dtype(self.alpha / self.size)
@@ -115,8 +123,16 @@ class LRNLayer(Layer):
         if self.region == ACROSS and get_array_module(dy) is not np:
             gpu_lrn.backward(x, top[0].data, self._saved[0], dy, self.size, self.alpha, self.beta, bottom[0].diff)
             return
+        if self.region == ACROSS and self._saved[1] is None and cpu.usable(x, dy, bottom[0].diff):
+            shape = x.shape[:2] + (-1,)
+            cpu.kernels("lrn").backward(x.reshape(shape), top[0].data.reshape(shape), self._saved[0].reshape(shape),
+                                        dy.reshape(shape), self.size, self.beta,
+                                        2 * self.alpha * self.beta / self.size, bottom[0].diff.reshape(shape))
+            return
         if self.region == ACROSS:
             scale, factor = self._saved
+            if factor is None:
+                factor = _negative_power(scale, self.beta)
             # d top_j / d x_i over the window: -2 alpha beta / n * x_i * top_j / scale_j.
             ratio = _window_sum(dy * top[0].data / scale, 1, self.size)
             ratio *= x

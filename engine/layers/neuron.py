@@ -10,6 +10,7 @@ import contextlib
 
 import numpy as np
 
+from .. import cpu
 from ..backend import get_array_module, random_module
 from ..cuda import neuron as gpu_neuron
 from .base import Layer, register_layer
@@ -63,6 +64,9 @@ class ReLULayer(NeuronLayer):
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
         x = bottom[0].data
+        if cpu.usable(x, top[0].data):
+            cpu.kernels("neuron").relu_forward(x.reshape(-1), float(self.slope), top[0].data.reshape(-1))
+            return
         if self.slope:
             top[0].data[...] = xp.where(x > 0, x, x * self.slope)
         else:
@@ -75,6 +79,10 @@ class ReLULayer(NeuronLayer):
         x = bottom[0].data
         if get_array_module(x) is not np:
             gpu_neuron.relu_backward(x, top[0].diff, self.slope, bottom[0].diff)
+            return
+        if cpu.usable(x, top[0].diff, bottom[0].diff):
+            cpu.kernels("neuron").relu_backward(x.reshape(-1), top[0].diff.reshape(-1), float(self.slope),
+                                                bottom[0].diff.reshape(-1))
             return
         gate = (x > 0).astype(x.dtype)
         if self.slope:

@@ -5,11 +5,13 @@ BatchNorm keeps *running sums* plus a scale factor rather than averages, and
 MVN adds eps to the standard deviation rather than to the variance.
 
 On the GPU, BatchNorm's statistics and gradient sums are one-pass channel
-reductions and its maps single elementwise kernels (engine/cuda/channels.py).
+reductions and its maps single elementwise kernels (engine/cuda/channels.py); on
+the CPU the same passes run as multi-threaded kernels (engine/cpu/channels.py).
 """
 
 import numpy as np
 
+from .. import cpu
 from ..backend import get_array_module
 from ..cuda import channels as gpu_channels
 from .base import Layer, register_layer
@@ -94,6 +96,9 @@ class BatchNormLayer(Layer):
             self._forward_gpu(bottom, top, xp)
             return
         x = self._grouped(bottom[0].data)
+        if cpu.usable(x, top[0].data):
+            self._forward_cpu(x, top)
+            return
         if self.use_global_stats:
             mean, variance = self._global_stats(x.dtype.type)
         else:
@@ -104,6 +109,23 @@ class BatchNormLayer(Layer):
         # Cached for backward: a later in-place layer may overwrite the top.
         self.x_norm = (x - mean[None, :, None]) / self.std[None, :, None]
         top[0].data[...] = self.x_norm.reshape(top[0].shape)
+
+    def _forward_cpu(self, x, top):
+        kernels = cpu.kernels("channels")
+        kind = x.dtype.type
+        if self.use_global_stats:
+            mean, variance = self._global_stats(kind)
+        else:
+            count = x.shape[0] * x.shape[2]
+            mean = (kernels.sums(x, x, False)[0] / count).astype(x.dtype)
+            variance = (kernels.centered_squares(x, mean) / count).astype(x.dtype)
+            self._update_running_sums(mean, variance, x.size)
+        self.std = np.sqrt(variance + kind(self.eps))
+        saved = getattr(self, "x_norm", None)
+        if not isinstance(saved, np.ndarray) or saved.shape != x.shape or saved.dtype != x.dtype:
+            saved = self.x_norm = np.empty_like(x)
+        kernels.normalize(x, mean.astype(x.dtype), self.std.astype(x.dtype), self._grouped(top[0].data),
+                          saved, True)
 
     def _update_running_sums(self, mean, variance, count):
         fraction = self.moving_average_fraction
@@ -123,6 +145,14 @@ class BatchNormLayer(Layer):
             self._backward_gpu(top, bottom)
             return
         dy = self._grouped(top[0].diff)
+        if cpu.usable(dy, self.x_norm, bottom[0].diff) and not self.use_global_stats:
+            kernels = cpu.kernels("channels")
+            count = dy.shape[0] * dy.shape[2]
+            sum_dy, sum_dy_y = kernels.sums(dy, self.x_norm, True)
+            kernels.batch_norm_backward(dy, self.x_norm, (sum_dy / count).astype(dy.dtype),
+                                        (sum_dy_y / count).astype(dy.dtype), self.std.astype(dy.dtype),
+                                        self._grouped(bottom[0].diff))
+            return
         std = self.std[None, :, None]
         if self.use_global_stats:
             bottom[0].diff[...] = (dy / std).reshape(bottom[0].shape)

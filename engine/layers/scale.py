@@ -6,11 +6,13 @@ as (outer, dim, inner) and the operand as (1, dim, 1). A scalar operand
 (0 axes) applies everywhere, whatever `axis` says.
 
 On the GPU, Scale's product and its gradient sums run as single kernels
-(engine/cuda/channels.py) when the bias, if any, spans the scale's axes.
+(engine/cuda/channels.py) when the bias, if any, spans the scale's axes; on the
+CPU, the same passes run as multi-threaded kernels (engine/cpu/channels.py).
 """
 
 import numpy as np
 
+from .. import cpu
 from ..backend import get_array_module
 from ..cuda import channels as gpu_channels
 from ..fillers import fill
@@ -160,6 +162,9 @@ class ScaleLayer(_BroadcastLayer):
             gpu_channels.scale(x, self._scale(bottom).data, inner, dim, top[0].data, bias)
             return
         x = self._view(bottom[0].data, self.geometry)
+        if self._on_cpu_kernels(x, self._scale(bottom).data):
+            self._forward_cpu(x, bottom, top)
+            return
         if top[0] is bottom[0]:
             # In place the input is about to be overwritten; backward needs it.
             self.saved_input = x.copy()
@@ -167,6 +172,42 @@ class ScaleLayer(_BroadcastLayer):
         if self.bias_index is not None:
             y = y.reshape(self.bias_geometry) + self._column(self.blobs[self.bias_index].data)
         top[0].data[...] = y.reshape(top[0].shape)
+
+    def _on_cpu_kernels(self, *arrays):
+        return (self.bias_index is None or self.bias_geometry == self.geometry) and cpu.usable(*arrays)
+
+    def _forward_cpu(self, x, bottom, top):
+        kernels = cpu.kernels("channels")
+        if top[0] is bottom[0]:
+            # In place the input is about to be overwritten; backward needs it.
+            saved = getattr(self, "saved_input", None)
+            if not isinstance(saved, np.ndarray) or saved.shape != x.shape or saved.dtype != x.dtype:
+                saved = self.saved_input = np.empty_like(x)
+            kernels.copy(x.reshape(-1), saved.reshape(-1))
+        factor = self._scale(bottom).data.reshape(-1)
+        bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else factor
+        kernels.scale(x, factor, bias, self.bias_index is not None, self._view(top[0].data, self.geometry))
+
+    def _backward_cpu(self, top, propagate_down, bottom):
+        kernels = cpu.kernels("channels")
+        dy, scale, learned = self._view(top[0].diff, self.geometry), self._scale(bottom), len(bottom) == 1
+        want_bias = self.bias_index is not None and self.param_propagate_down[self.bias_index]
+        want_scale = (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1])
+        if want_scale or want_bias:
+            x = self.saved_input if top[0] is bottom[0] else self._view(bottom[0].data, self.geometry)
+            sum_dy, sum_dy_x = kernels.sums(dy, x, want_scale)
+            if want_bias:
+                bias = self.blobs[self.bias_index]
+                bias.diff[...] += sum_dy.astype(dy.dtype).reshape(bias.shape)
+            if want_scale:
+                grad = sum_dy_x.astype(dy.dtype).reshape(scale.shape)
+                if learned:
+                    scale.diff[...] += grad
+                else:
+                    scale.diff[...] = grad
+        if propagate_down[0]:
+            factor = scale.data.reshape(-1)
+            kernels.scale(dy, factor, factor, False, self._view(bottom[0].diff, self.geometry))
 
     def _backward_gpu(self, top, propagate_down, bottom):
         dy, scale, learned = top[0].diff, self._scale(bottom), len(bottom) == 1
@@ -191,6 +232,9 @@ class ScaleLayer(_BroadcastLayer):
         dy = top[0].diff
         if self._on_gpu(dy):
             self._backward_gpu(top, propagate_down, bottom)
+            return
+        if self._on_cpu_kernels(dy, self._scale(bottom).data):
+            self._backward_cpu(top, propagate_down, bottom)
             return
         if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
             bias = self.blobs[self.bias_index]

@@ -15,14 +15,15 @@ through memory. Every element sees the same float operations in the same
 order as the step-by-step pipeline, so the numbers are the same bit for bit.
 Rules implement `update_values(param_id, diff, histories, rate, scratch)` on
 such slices (flat views of the diff and of the history arrays). On the GPU,
-momentum SGD runs the same steps as one CUDA kernel (engine/cuda/sgd.py).
+momentum SGD runs the same steps as one CUDA kernel (engine/cuda/sgd.py), and on
+the CPU as one multi-threaded kernel (engine/cpu/sgd.py), bit for bit the same.
 """
 
 import logging
 
 import numpy as np
 
-from .. import backend
+from .. import backend, cpu
 from ..cuda import sgd as gpu_sgd
 from ..errors import SolverError
 from ..log import at, number
@@ -107,6 +108,13 @@ class SGDSolver(Solver):
             kind = {None: gpu_sgd.NO_DECAY, "L2": gpu_sgd.L2, "L1": gpu_sgd.L1}[regularization]
             gpu_sgd.update(diff, data, histories[0], scale, decay, kind, local_rate,
                            np.float32(self.param.momentum), subtract)
+            return
+        if type(self).update_values is SGDSolver.update_values and cpu.usable(diff, data, histories[0]):
+            kind = diff.dtype.type
+            code = {None: 0, "L2": 1, "L1": 2}[regularization]
+            cpu.kernels("sgd").update(diff, data, histories[0], kind(scale if scale is not None else 1),
+                                      kind(decay), code, kind(local_rate), kind(np.float32(self.param.momentum)),
+                                      scale is not None, bool(subtract))
             return
         count = diff.size
         step = count if xp is not np else min(count, UPDATE_CHUNK)

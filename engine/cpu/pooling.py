@@ -1,0 +1,108 @@
+"""MAX and AVE pooling kernels (NCHW) with Caffe's window rules, threads over (image, channel) planes.
+
+MAX keeps, per output, the flat index h * W + w of the first maximum in
+row-major window order among values above -FLT_MAX (-1 and -FLT_MAX when
+none), as Caffe and the NumPy path do; its backward adds each top diff into
+the input it chose, in output order, as the NumPy path's `add.at`. AVE
+divides by the divisor table the layer computes for both paths; its
+backward gathers, for every input, the shares of the windows covering it.
+"""
+
+from numba import njit, prange
+
+from . import OPTIONS
+
+FLT_MAX = 3.4028234663852886e38
+
+
+@njit(**OPTIONS)
+def max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
+    """y, mask (N, C, PH, PW): each window's maximum and its input's index h * W + w."""
+    num, channels, height, width = x.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    lowest = x.dtype.type(-FLT_MAX)
+    for task in prange(num * channels):
+        n = task // channels
+        c = task % channels
+        image = x[n, c]
+        for oh in range(out_h):
+            hs = oh * sh - ph
+            he = min(hs + kh, height)
+            hs = max(hs, 0)
+            for ow in range(out_w):
+                ws = ow * sw - pw
+                we = min(ws + kw, width)
+                ws = max(ws, 0)
+                best = lowest
+                index = -1
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        value = image[h, w]
+                        if value > best:
+                            best = value
+                            index = h * width + w
+                y[n, c, oh, ow] = best
+                mask[n, c, oh, ow] = index
+
+
+@njit(**OPTIONS)
+def max_backward(dy, mask, dx):
+    """dx (N, C, H, W) = every top diff added into the input its mask names."""
+    num, channels, height, width = dx.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    zero = dx.dtype.type(0)
+    for task in prange(num * channels):
+        n = task // channels
+        c = task % channels
+        plane = dx[n, c].reshape(height * width)
+        for k in range(height * width):
+            plane[k] = zero
+        for oh in range(out_h):
+            for ow in range(out_w):
+                index = mask[n, c, oh, ow]
+                if index >= 0:
+                    plane[index] += dy[n, c, oh, ow]
+
+
+@njit(**OPTIONS)
+def ave_forward(x, divisor, kh, kw, sh, sw, ph, pw, y):
+    """y (N, C, PH, PW) = each window's sum (inside the image, row-major order) / its divisor."""
+    num, channels, height, width = x.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    for task in prange(num * channels):
+        n = task // channels
+        c = task % channels
+        image = x[n, c]
+        for oh in range(out_h):
+            hs = max(oh * sh - ph, 0)
+            he = min(oh * sh - ph + kh, height)
+            for ow in range(out_w):
+                ws = max(ow * sw - pw, 0)
+                we = min(ow * sw - pw + kw, width)
+                total = x.dtype.type(0)
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        total += image[h, w]
+                y[n, c, oh, ow] = total / divisor[oh, ow]
+
+
+@njit(**OPTIONS)
+def ave_backward(dy, divisor, kh, kw, sh, sw, ph, pw, dx):
+    """dx (N, C, H, W) = for every input, the sum of dy / divisor over the windows that cover it."""
+    num, channels, height, width = dx.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    for task in prange(num * channels):
+        n = task // channels
+        c = task % channels
+        share = dy[n, c] / divisor
+        for h in range(height):
+            phs = 0 if h + ph < kh else (h + ph - kh) // sh + 1
+            phe = min((h + ph) // sh + 1, out_h)
+            for w in range(width):
+                pws = 0 if w + pw < kw else (w + pw - kw) // sw + 1
+                pwe = min((w + pw) // sw + 1, out_w)
+                total = dx.dtype.type(0)
+                for oh in range(phs, phe):
+                    for ow in range(pws, pwe):
+                        total += share[oh, ow]
+                dx[n, c, h, w] = total

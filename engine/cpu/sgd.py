@@ -1,0 +1,43 @@
+"""Momentum SGD's whole per-parameter update in one pass, in chunks of elements per thread.
+
+Normalize, Regularize, ComputeUpdateValue and Net::Update with the float
+operations of the NumPy pipeline (engine/solvers/sgd.py), in its order and
+with scalars of the parameter's precision, so that the numbers are the same
+bit for bit (and the same as the CUDA kernel's, engine/cuda/sgd.py).
+"""
+
+from numba import njit, prange
+
+from . import OPTIONS
+
+NO_DECAY, L2, L1 = 0, 1, 2
+CHUNK = 1 << 13
+
+
+@njit(**OPTIONS)
+def update(diff, data, history, scale, decay, regularization, rate, momentum, normalize, subtract):
+    """In place on flat arrays; scalars come as the arrays' dtype."""
+    size = diff.size
+    zero = diff.dtype.type(0)
+    for chunk in prange((size + CHUNK - 1) // CHUNK):
+        for k in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK)):
+            g = diff[k]
+            if normalize:
+                g = g * scale
+            w = data[k]
+            if regularization == 1:
+                g = g + w * decay
+            elif regularization == 2:
+                sign = zero
+                if w > zero:
+                    sign = diff.dtype.type(1)
+                elif w < zero:
+                    sign = diff.dtype.type(-1)
+                g = g + sign * decay
+            h = history[k] * momentum
+            g = g * rate
+            h = h + g
+            history[k] = h
+            diff[k] = h
+            if subtract:
+                data[k] = w - h
