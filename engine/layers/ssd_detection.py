@@ -11,25 +11,11 @@ import numpy as np
 from ..backend import to_device, to_host
 from ..detection import apply_nms_fast, decode_bboxes, jaccard_overlap, output_bboxes
 from ..detection.bbox import CODE_TYPES
+from ..detection.save_output import DetectionSaver, read_name_sizes
+from ..errors import CaffeError
 from .base import Layer, register_layer
 
 FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def read_name_size_file(layer, path):
-    """(height, width) per line "name height width" of SSD's name_size_file."""
-    try:
-        with open(path) as handle:
-            words = handle.read().split()
-    except OSError as exc:
-        raise layer.error(f"Failed to open name size file: {path} ({exc.strerror})") from None
-    sizes = []
-    for start in range(0, len(words) - 2, 3):
-        try:
-            sizes.append((int(words[start + 1]), int(words[start + 2])))
-        except ValueError:
-            break  # SSD's `infile >> name >> height >> width` stops at the first bad line
-    return sizes
 
 
 def prior_arrays(layer, blob, num_priors):
@@ -66,9 +52,12 @@ class DetectionOutputLayer(Layer):
         self.check(nms.nms_threshold >= 0, "nms_threshold must be non negative.")
         self.check(0 < nms.eta <= 1, f"eta must lie in (0, 1], not {nms.eta}")
         self.top_k = nms.top_k if nms.HasField("top_k") else -1
-        save = p.save_output_param
-        self.check(not save.output_directory or not (save.label_map_file and save.name_size_file),
-                   "saving detections to files (save_output_param) is not supported")
+        self.saver = None
+        if DetectionSaver.wanted(p.save_output_param):
+            try:
+                self.saver = DetectionSaver(p.save_output_param, p.background_label_id)
+            except CaffeError as exc:
+                raise self.error(str(exc)) from None
         self.check(not p.visualize, "visualize is not supported (it needs a display)")
 
     def reshape(self, bottom, top):
@@ -82,6 +71,8 @@ class DetectionOutputLayer(Layer):
                    f"Number of priors must match number of confidence predictions ({self.num_priors} priors, "
                    f"{self.num_classes} classes, conf {bottom[1].shape})")
         top[0].reshape(1, 1, 1, 7)
+        if self.saver is not None:
+            self.saver.begin()
 
     def forward(self, bottom, top):
         p = self.param.detection_output_param
@@ -97,10 +88,17 @@ class DetectionOutputLayer(Layer):
         rows = []
         for image in range(num):
             kept = self._detect(boxes[image], conf[image])
+            first = len(rows)
             for label in sorted(kept):
                 box_set = boxes[image, 0 if p.share_location else label]
                 for index in kept[label]:
                     rows.append([image, label, conf[image, index, label], *box_set[index]])
+            if self.saver is not None:
+                mine = np.array(rows[first:], dtype=np.float32).reshape(-1, 7)
+                try:
+                    self.saver.add_image(mine[:, 1], mine[:, 2], mine[:, 3:])
+                except CaffeError as exc:
+                    raise self.error(str(exc)) from None
         if rows:
             out = np.array(rows, dtype=np.float64)
         else:
@@ -146,7 +144,12 @@ class DetectionEvaluateLayer(Layer):
         p = self.param.detection_evaluate_param
         self.check(p.HasField("num_classes"), "Must provide num_classes.")
         self.check(p.overlap_threshold > 0, "overlap_threshold must be non negative.")
-        self.sizes = read_name_size_file(self, p.name_size_file) if p.HasField("name_size_file") else []
+        self.sizes = []
+        if p.HasField("name_size_file"):
+            try:
+                self.sizes = [(height, width) for _, height, width in read_name_sizes(p.name_size_file)]
+            except CaffeError as exc:
+                raise self.error(str(exc)) from None
         self.count = 0
         self.resize_param = p.resize_param if p.HasField("resize_param") else None
 

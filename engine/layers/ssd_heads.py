@@ -77,7 +77,7 @@ class NormalizeLayer(Layer):
         num, channels = blob.shape[0], blob.shape[1]
         return num, channels, blob.count // max(num * channels, 1)
 
-    def _scale(self, xp):
+    def _scale(self):
         scale = self.blobs[0].data
         return scale.reshape(()) if self.param.norm_param.channel_shared else scale.reshape(1, -1, 1)
 
@@ -88,10 +88,9 @@ class NormalizeLayer(Layer):
         eps = np.float32(self.param.norm_param.eps)
         self.norm = xp.sqrt((x * x).sum(axis=axes, keepdims=True) + eps.astype(x.dtype))
         self.normed = x / self.norm
-        top[0].data[...] = (self.normed * self._scale(xp)).reshape(top[0].shape)
+        top[0].data[...] = (self.normed * self._scale()).reshape(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
-        xp = get_array_module(top[0].diff)
         shared = self.param.norm_param.channel_shared
         grad = top[0].diff.reshape(self._geometry(top[0]))
         if self.param_propagate_down[0]:
@@ -103,7 +102,7 @@ class NormalizeLayer(Layer):
             axes = (1, 2) if self.param.norm_param.across_spatial else (1,)
             dot = (x * grad).sum(axis=axes, keepdims=True)
             diff = (grad - x * dot / (self.norm * self.norm)) / self.norm
-            bottom[0].diff[...] = (diff * self._scale(xp)).reshape(bottom[0].shape)
+            bottom[0].diff[...] = (diff * self._scale()).reshape(bottom[0].shape)
 
 
 @register_layer

@@ -187,3 +187,45 @@ def test_detection_evaluate_errors(tmp_path):
         evaluate(f'name_size_file: "{tmp_path / "none.txt"}"')
     with pytest.raises(LayerError, match="background label in the detection results"):
         evaluate("", det=np.array([[[[0, 0, .5, *A]]]]))
+
+
+# -- result files (save_output_param) ----------------------------------------------------------
+
+LABEL_MAP = """item { name: "none_of_the_above" label: 0 display_name: "background" }
+item { name: "cat" label: 1 display_name: "cat" }
+item { name: "dog" label: 2 display_name: "dog" }
+"""
+
+
+@pytest.mark.parametrize("output_format", ["VOC", "ILSVRC", "COCO"])
+def test_detection_output_writes_result_files(tmp_path, output_format):
+    (tmp_path / "labelmap.prototxt").write_text(LABEL_MAP)
+    (tmp_path / "sizes.txt").write_text("img0 100 200\nimg1 50 50\n")
+    out = tmp_path / "results"
+    text = ('type: "DetectionOutput" detection_output_param { num_classes: 3 confidence_threshold: 0.2 '
+            f'nms_param {{ nms_threshold: 0.5 }} save_output_param {{ output_directory: "{out}" '
+            f'output_name_prefix: "det_" output_format: "{output_format}" '
+            f'label_map_file: "{tmp_path / "labelmap.prototxt"}" name_size_file: "{tmp_path / "sizes.txt"}" }} }}')
+    layer, bottom, top = build_layer(text, list(by_hand_inputs()), dtype=np.float32)
+    forward(layer, bottom, top)  # one batch of two images: the whole test set
+    if output_format == "VOC":
+        assert (out / "det_cat.txt").read_text() == "img0 0.6 100 50 200 100\n"
+        assert (out / "det_dog.txt").read_text() == "img0 0.7 0 0 100 50\nimg0 0.3 100 50 200 100\n"
+    elif output_format == "ILSVRC":
+        assert (out / "det_.txt").read_text() == ("img0 1 0.6 100 50 200 100\nimg0 2 0.7 0 0 100 50\n"
+                                                  "img0 2 0.3 100 50 200 100\n")
+    else:
+        import json
+        rows = json.loads((out / "det_.json").read_text())
+        assert [(r["image_id"], r["category_id"], r["bbox"]) for r in rows] == [
+            ("img0", "cat", [100, 50, 100, 50]), ("img0", "dog", [0, 0, 100, 50]), ("img0", "dog", [100, 50, 100, 50])]
+        assert [r["score"] for r in rows] == pytest.approx([.6, .7, .3])
+
+
+def test_detection_output_save_errors(tmp_path):
+    (tmp_path / "labelmap.prototxt").write_text(LABEL_MAP)
+    text = ('type: "DetectionOutput" detection_output_param { num_classes: 3 save_output_param { '
+            f'output_directory: "{tmp_path}" output_format: "VOC" label_map_file: "{tmp_path / "labelmap.prototxt"}" '
+            f'name_size_file: "{tmp_path / "missing.txt"}" }} }}')
+    with pytest.raises(LayerError, match="Failed to open name size file"):
+        build_layer(text, list(by_hand_inputs()))
