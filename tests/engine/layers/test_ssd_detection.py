@@ -229,3 +229,20 @@ def test_detection_output_save_errors(tmp_path):
             f'name_size_file: "{tmp_path / "missing.txt"}" }} }}')
     with pytest.raises(LayerError, match="Failed to open name size file"):
         build_layer(text, list(by_hand_inputs()))
+
+
+def test_detection_layers_on_both_devices(mode):
+    from engine.backend import array_module, to_host
+
+    loc, conf = detection_inputs(2, 4, 1)
+    text = ('type: "DetectionOutput" detection_output_param { num_classes: 4 code_type: CENTER_SIZE '
+            'keep_top_k: 20 confidence_threshold: 0.1 nms_param { nms_threshold: 0.45 top_k: 30 } }')
+    rows = []
+    for xp in (np, array_module()):
+        layer, bottom, top = build_layer(text, [loc, conf, priors()], dtype=np.float32, xp=xp)
+        det = forward(layer, bottom, top)[0]
+        layer, bottom, top = build_layer('type: "DetectionEvaluate" detection_evaluate_param { num_classes: 4 }',
+                                         [to_host(det), GT], dtype=np.float32, xp=xp)
+        rows.append((to_host(det), to_host(forward(layer, bottom, top)[0])))
+    np.testing.assert_array_equal(rows[1][0], rows[0][0])
+    np.testing.assert_array_equal(rows[1][1], rows[0][1])

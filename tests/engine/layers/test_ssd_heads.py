@@ -176,3 +176,25 @@ def test_prior_box_errors(params, message):
 def test_prior_box_needs_the_image_without_img_size():
     with pytest.raises(LayerError, match="needs the image as bottom"):
         build_layer(prior_text("min_size: 10"), [np.zeros((1, 1, 2, 2))])
+
+
+@pytest.mark.parametrize("text, shapes", [
+    ('type: "Permute" permute_param { order: 0 order: 2 order: 3 order: 1 }', [(2, 3, 4, 5)]),
+    (normalize_text(True, True, "scale_filler { type: 'constant' value: 3 }"), [(2, 3, 4, 5)]),
+    (normalize_text(False, False, "scale_filler { type: 'constant' value: 3 }"), [(2, 3, 4, 5)]),
+    (prior_text("min_size: 10 max_size: 20 aspect_ratio: 2 clip: true"), [(1, 2, 3, 4), (1, 3, 30, 40)]),
+])
+def test_heads_on_both_devices(mode, text, shapes):
+    from engine.backend import array_module, to_host
+
+    inputs = [RNG.standard_normal(shape) for shape in shapes]
+    results = []
+    for xp in (np, array_module()):
+        layer, bottom, top = build_layer(text, inputs, xp=xp)
+        out = to_host(forward(layer, bottom, top)[0])
+        top[0].diff[...] = xp.asarray(np.linspace(-1, 1, top[0].count).reshape(top[0].shape))
+        layer.backward(top, [True] * len(bottom), bottom)
+        results.append((out, to_host(bottom[0].diff)))
+    for (out_cpu, diff_cpu), (out, diff) in zip(results[:1], results[1:]):
+        np.testing.assert_allclose(out, out_cpu, rtol=1e-12)
+        np.testing.assert_allclose(diff, diff_cpu, rtol=1e-12)

@@ -186,3 +186,22 @@ def test_multibox_loss_data_errors():
     _, layer, bottom, top = run(text())
     with pytest.raises(LayerError, match="cannot backpropagate to label inputs"):
         layer.backward(top, [True, True, False, True], bottom)
+
+
+@pytest.mark.parametrize("params", ["", "mining_type: NONE conf_loss_type: LOGISTIC",
+                                    "mining_type: HARD_EXAMPLE sample_size: 6"])
+def test_multibox_loss_on_both_devices(mode, params):
+    from engine.backend import array_module, to_host
+
+    case = random_case()
+    layer_text = f'type: "MultiBoxLoss" multibox_loss_param {{ num_classes: 3 overlap_threshold: 0.3 {params} }}'
+    results = []
+    for xp in (np, array_module()):
+        layer, bottom, top = build_layer(layer_text, case, xp=xp)
+        loss = float(forward(layer, bottom, top)[0])
+        top[0].diff[...] = 1
+        layer.backward(top, [True, True, False, False], bottom)
+        results.append((loss, to_host(bottom[0].diff), to_host(bottom[1].diff)))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(results[1][2], results[0][2], rtol=1e-12, atol=1e-15)
