@@ -81,6 +81,16 @@ def apply_nms_fast(boxes, scores, score_threshold, nms_threshold, eta=1.0, top_k
     cand = boxes[order]
     table = jaccard_overlap(cand, cand) if len(order) <= _NMS_MATRIX_LIMIT else None
     threshold = float(nms_threshold)
+    if table is not None and not (eta < 1 and threshold > 0.5):
+        # Fixed threshold: a box survives unless a kept, better box overlaps it too much.
+        over = table > np.float32(threshold)
+        suppressed = np.zeros(len(order), dtype=bool)
+        kept = []
+        for pos in range(len(order)):
+            if not suppressed[pos]:
+                kept.append(pos)
+                suppressed |= over[pos]
+        return [int(order[pos]) for pos in kept]
     kept = []  # positions in `order`
     for pos in range(len(order)):
         if kept:

@@ -152,3 +152,28 @@ def test_detection_results_mean_ap_as_the_solver_computes_it():
     # Class 1: 3 boxes, flags by score 1, 0, 1 -> the AP of the hand case above; class 2: no detections.
     assert aps == {1: pytest.approx(5 / 9, rel=1e-6)}
     assert mean == pytest.approx(5 / 9 / 2, rel=1e-6)
+
+
+def nms_loop(boxes, scores, score_threshold, nms_threshold, eta, top_k):
+    """ApplyNMSFast written as SSD's loop, box by box."""
+    order = sorted((i for i in range(len(scores)) if scores[i] > score_threshold), key=lambda i: -scores[i])
+    order = order[:top_k] if top_k > -1 else order
+    kept, threshold = [], nms_threshold
+    for i in order:
+        if all(jaccard_overlap(boxes[i:i + 1], boxes[k:k + 1])[0, 0] <= np.float32(threshold) for k in kept):
+            kept.append(i)
+            if eta < 1 and threshold > 0.5:
+                threshold *= eta
+    return kept
+
+
+@pytest.mark.parametrize("eta, limit", [(1.0, 2048), (0.9, 2048), (1.0, 10), (0.9, 10)])
+def test_nms_fast_paths_agree_with_ssds_loop(monkeypatch, eta, limit):
+    from engine.detection import matching
+
+    monkeypatch.setattr(matching, "_NMS_MATRIX_LIMIT", limit)
+    rng = np.random.default_rng(8)
+    corner = rng.uniform(0, .8, (200, 2))
+    b = np.concatenate([corner, corner + rng.uniform(.05, .3, (200, 2))], axis=1).astype(F)
+    s = rng.uniform(0, 1, 200).astype(F)
+    assert apply_nms_fast(b, s, 0.2, 0.6, eta, 100) == nms_loop(b, s, 0.2, 0.6, eta, 100)
