@@ -9,38 +9,21 @@ import re
 
 import numpy as np
 
-from .. import caffe_pb2, formats
+from ..data.annoset import read_label_map, read_name_size_file
 from ..errors import DataError
 from .bbox import output_bboxes
 
 FORMATS = ("VOC", "COCO", "ILSVRC")
 
 
-def read_label_map(path):
-    """{label: (name, display_name)} of a LabelMap prototxt; a label listed twice is an error."""
-    label_map = formats.read_text(path, caffe_pb2.LabelMap)
+def label_names(path):
+    """{label: name} of a label map file (SSD's MapLabelToName, strict: a label listed twice is an error)."""
     names = {}
-    for item in label_map.item:
+    for item in read_label_map(path).item:
         if item.label in names:
             raise DataError(f"{path}: There are many duplicates of label: {item.label}")
-        names[item.label] = (item.name, item.display_name)
+        names[item.label] = item.name
     return names
-
-
-def read_name_sizes(path):
-    """[(name, height, width)] of the lines "name height width" (reading stops at a bad line)."""
-    try:
-        with open(path) as handle:
-            words = handle.read().split()
-    except OSError as exc:
-        raise DataError(f"Failed to open name size file: {path} ({exc.strerror})") from None
-    rows = []
-    for start in range(0, len(words) - 2, 3):
-        try:
-            rows.append((words[start], int(words[start + 1]), int(words[start + 2])))
-        except ValueError:
-            break
-    return rows
 
 
 def _round2(value):
@@ -58,8 +41,8 @@ class DetectionSaver:
         self.format = param.output_format
         if self.format not in FORMATS:
             raise DataError(f"output_format must be one of {', '.join(FORMATS)}, not '{self.format}'")
-        self.labels = read_label_map(param.label_map_file)
-        self.names = read_name_sizes(param.name_size_file)
+        self.labels = label_names(param.label_map_file)
+        self.names = read_name_size_file(param.name_size_file)
         self.num_test_image = param.num_test_image if param.HasField("num_test_image") else len(self.names)
         if not 0 < self.num_test_image <= len(self.names):
             raise DataError(f"num_test_image ({self.num_test_image}) must lie in [1, {len(self.names)}], the "
@@ -81,7 +64,7 @@ class DetectionSaver:
     def begin(self):
         """At the start of a pass, VOC's per-class files are emptied."""
         if self.count % self.num_test_image == 0 and self.format == "VOC":
-            for label, (name, _) in self.labels.items():
+            for label, name in self.labels.items():
                 if label != self.background:
                     open(self._path(name + ".txt"), "w").close()
 
@@ -96,7 +79,7 @@ class DetectionSaver:
         if len(boxes):
             pixels, _ = output_bboxes(np.asarray(boxes, np.float32), height, width, self.resize_param)
             for label, score, (xmin, ymin, xmax, ymax) in zip(labels, scores, pixels):
-                category = int(label) if self.format == "ILSVRC" else self.labels[int(label)][0]
+                category = int(label) if self.format == "ILSVRC" else self.labels[int(label)]
                 bbox = [_round2(xmin), _round2(ymin), _round2(xmax - xmin), _round2(ymax - ymin)]
                 self.detections.append({"image_id": name, "category_id": category, "bbox": bbox,
                                         "score": float(np.float32(score))})
@@ -112,7 +95,7 @@ class DetectionSaver:
         return f"{x} {y} {x + int(bbox[2])} {y + int(bbox[3])}"
 
     def _write_voc(self):
-        files = {name: open(self._path(name + ".txt"), "w") for label, (name, _) in self.labels.items()
+        files = {name: open(self._path(name + ".txt"), "w") for label, name in self.labels.items()
                  if label != self.background}
         try:
             for det in self.detections:

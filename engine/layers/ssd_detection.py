@@ -11,7 +11,8 @@ import numpy as np
 from ..backend import to_device, to_host
 from ..detection import apply_nms_fast, decode_bboxes, jaccard_overlap, output_bboxes
 from ..detection.bbox import CODE_TYPES
-from ..detection.save_output import DetectionSaver, read_name_sizes
+from ..data.annoset import read_name_size_file
+from ..detection.save_output import DetectionSaver
 from ..errors import CaffeError
 from .base import Layer, register_layer
 
@@ -147,7 +148,7 @@ class DetectionEvaluateLayer(Layer):
         self.sizes = []
         if p.HasField("name_size_file"):
             try:
-                self.sizes = [(height, width) for _, height, width in read_name_sizes(p.name_size_file)]
+                self.sizes = [(height, width) for _, height, width in read_name_size_file(p.name_size_file)]
             except CaffeError as exc:
                 raise self.error(str(exc)) from None
         self.count = 0
