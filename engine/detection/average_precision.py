@@ -67,33 +67,3 @@ def compute_ap(tp, num_pos, fp, ap_version="Integral"):
             prev = rec[i]
     return prec, rec, float(ap)
 
-
-class DetectionResults:
-    """What SSD's Solver::TestDetection gathers from one DetectionEvaluate
-    output over the test iterations: `add` each iteration's rows (K, 5), then
-    `mean_ap` gives the mAP the solver logs and the per-class APs."""
-
-    def __init__(self):
-        self.true_pos, self.false_pos, self.num_pos = {}, {}, {}
-
-    def add(self, rows):
-        rows = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
-        for item, label, score, tp, fp in rows:
-            label = int(label)
-            if int(item) == -1:  # a class row: its number of ground-truth boxes
-                self.num_pos[label] = self.num_pos.get(label, 0) + int(score)
-            elif int(tp) or int(fp):  # (0, 0): matched a difficult box that is not evaluated
-                self.true_pos.setdefault(label, []).append((float(score), int(tp)))
-                self.false_pos.setdefault(label, []).append((float(score), int(fp)))
-
-    def mean_ap(self, ap_version="Integral"):
-        """(mAP, {label: AP}); classes without detections count as 0 in the mean, as in SSD."""
-        aps = {}
-        for label in sorted(self.num_pos):
-            if label in self.true_pos:
-                aps[label] = compute_ap(self.true_pos[label], self.num_pos[label], self.false_pos[label],
-                                        ap_version)[2]
-        total = np.float32(0)
-        for ap in aps.values():
-            total += np.float32(ap)
-        return float(total / np.float32(max(len(self.num_pos), 1))), aps

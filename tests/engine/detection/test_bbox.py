@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine import caffe_pb2
-from engine.detection import (BIPARTITE, CENTER_SIZE, CORNER, CORNER_SIZE, PER_PREDICTION, DetectionResults, apply_nms,
+from engine.detection import (BIPARTITE, CENTER_SIZE, CORNER, CORNER_SIZE, PER_PREDICTION, apply_nms,
                               apply_nms_fast, bbox_size, compute_ap, decode_bboxes, encode_bboxes,
                               jaccard_overlap, match_bboxes, output_bboxes)
 
@@ -140,18 +140,6 @@ def test_output_bboxes_clip_scale_and_undo_padding():
                                        height=300, width=300)
     out, _ = output_bboxes(boxes([.1, .25, .5, .5]), 100, 200, resize)
     np.testing.assert_allclose(out[0], [20, 0, 100, 50], rtol=1e-5, atol=1e-4)
-
-
-def test_detection_results_mean_ap_as_the_solver_computes_it():
-    results = DetectionResults()
-    # Two test iterations of DetectionEvaluate rows: class rows (-1, label, count), then detections.
-    results.add([[-1, 1, 2, -1, -1], [-1, 2, 1, -1, -1], [0, 1, .9, 1, 0], [0, 1, .8, 0, 1],
-                 [0, 1, .5, 0, 0]])  # the last matched a difficult box: left out
-    results.add([[-1, 1, 1, -1, -1], [-1, 2, 0, -1, -1], [1, 1, .7, 1, 0]])
-    mean, aps = results.mean_ap("Integral")
-    # Class 1: 3 boxes, flags by score 1, 0, 1 -> the AP of the hand case above; class 2: no detections.
-    assert aps == {1: pytest.approx(5 / 9, rel=1e-6)}
-    assert mean == pytest.approx(5 / 9 / 2, rel=1e-6)
 
 
 def nms_loop(boxes, scores, score_threshold, nms_threshold, eta, top_k):
