@@ -1,27 +1,11 @@
-"""What the dataset tools share: one-line errors, a progress bar on terminals,
-and writing Datum records in Caffe's batches of 1000 per transaction.
+"""What the dataset tools share: a progress bar on terminals, and writing Datum
+records in Caffe's batches of 1000 per transaction (their one-line errors come
+from engine.tools.run).
 """
 
-import logging
 import sys
 
-from ..errors import CaffeError
-
 COMMIT_EVERY = 1000  # Caffe's tools commit a transaction every 1000 records
-
-
-def run(main):
-    """Call main(argv); a CaffeError becomes one line on stderr and exit status 1."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        status = main(sys.argv)
-    except CaffeError as exc:
-        print(f"{sys.argv[0].rsplit('/', 1)[-1]}: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 1
-    sys.exit(status or 0)
 
 
 def progress(iterable, total, desc):
