@@ -116,8 +116,8 @@ def ten_crop_net(param, state):
 
 def _average_points(layers):
     """{blob: "softmax" | "mean"}: the view-dependent blobs that meet other blobs or leave the net."""
-    varying, producer, readers, points = set(), {}, {}, []
-    for layer in layers:
+    varying, producer, last, points = set(), {}, {}, []
+    for index, layer in enumerate(layers):
         if layer.type == "Python" and layer.python_param.layer == "TenCrop":
             varying.update(layer.top)
         elif any(b in varying for b in layer.bottom):
@@ -128,10 +128,8 @@ def _average_points(layers):
                 varying.difference_update(layer.top)
         else:
             varying.difference_update(layer.top)
-        for b in layer.bottom:
-            readers.setdefault(b, []).append(layer.type)
         for t in layer.top:
-            producer[t] = layer.type
+            producer[t], last[t] = layer.type, index
     consumed = {b for layer in layers for b in layer.bottom}
     for layer in layers:
         for t in layer.top:
@@ -139,9 +137,11 @@ def _average_points(layers):
                 points.append(t)
     how = {}
     for blob in points:
+        # the layers that will read the averaged blob: those after its last producer
+        readers = [layer.type for layer in layers[last[blob] + 1:] if blob in layer.bottom]
         if producer.get(blob) == "Softmax":
             how[blob] = "mean"
-        elif readers.get(blob) and set(readers[blob]) <= SOFTMAX_READERS:
+        elif readers and set(readers) <= SOFTMAX_READERS:
             how[blob] = "softmax"
         else:
             how[blob] = "mean"
@@ -149,7 +149,8 @@ def _average_points(layers):
 
 
 def _insert_averages(layers, averaged):
-    """Each averaged blob's last producer writes BLOB_views instead, and a CropAverage after it writes BLOB."""
+    """Up to each averaged blob's last producer (in-place layers included) the blob is called
+    BLOB_views; a CropAverage after that producer writes BLOB, which the layers after it read."""
     last = {}
     for index, layer in enumerate(layers):
         for t in layer.top:
@@ -157,11 +158,11 @@ def _insert_averages(layers, averaged):
                 last[t] = index
     result = []
     for index, layer in enumerate(layers):
-        blobs = [t for t in layer.top if last.get(t) == index]
-        if blobs:
-            layer = _renamed(layer, blobs)
+        early = [blob for blob, end in last.items() if index <= end and (blob in layer.top or blob in layer.bottom)]
+        if early:
+            layer = _renamed(layer, early)
         result.append(layer)
-        for blob in blobs:
+        for blob in [t for t in layers[index].top if last.get(t) == index]:
             result.append(_python_layer(f"{blob}_crop_average", "CropAverage", f"{blob}_views", blob, averaged[blob]))
     return result
 
@@ -169,7 +170,8 @@ def _insert_averages(layers, averaged):
 def _renamed(layer, blobs):
     changed = caffe_pb2.LayerParameter()
     changed.CopyFrom(layer)
-    for i, t in enumerate(changed.top):
-        if t in blobs:
-            changed.top[i] = f"{t}_views"
+    for field in (changed.bottom, changed.top):
+        for i, name in enumerate(field):
+            if name in blobs:
+                field[i] = f"{name}_views"
     return changed

@@ -27,6 +27,10 @@ HEADS = {
     "train_val": 'layer { name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy" }\n'
                  'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }',
     "prob": 'layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }',
+    # an in-place layer last writes the scores: the average goes after it
+    "in_place": 'layer { name: "drop" type: "Dropout" bottom: "ip" top: "ip" }\n'
+                'layer { name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy" }\n'
+                'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }',
 }
 
 
@@ -84,9 +88,10 @@ def values(*argv):
     return gflags.parse(list(argv), flags)[0]
 
 
-def test_accuracy_and_loss_of_the_averaged_ten_crops(work):
+@pytest.mark.parametrize("head", ["train_val", "in_place"])
+def test_accuracy_and_loss_of_the_averaged_ten_crops(work, head):
     folder, images, labels = work
-    weights, bias = make_net(folder, "train_val")
+    weights, bias = make_net(folder, head)
     results = commands.test(values("--model", "net.prototxt", "--weights", "w.caffemodel", "--iterations", "2",
                                    "--oversample"))
     p = [averaged_probabilities(image, weights, bias) for image in images]
