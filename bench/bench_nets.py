@@ -27,6 +27,7 @@ NETS = {
     "cifar10_quick": (100, 32, ("cifar10_quick",)),
     "caffenet": (16, 227, ("caffenet", "bvlc_reference_caffenet")),
     "resnet18": (8, 112, ("resnet18", "resnet-18", "ResNet-18")),
+    "mobilenet_v1": (8, 224, ("mobilenet_v1", "mobilenet")),
 }
 
 # The GPU benchmark's own table (gpu_train_step.py), same layout: the batches, at which a

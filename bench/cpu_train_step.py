@@ -241,8 +241,8 @@ def format_table(rows):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nets", default="lenet,cifar10_quick,caffenet,resnet18",
-                        help="comma-separated: lenet, cifar10_quick, caffenet, resnet18")
+    parser.add_argument("--nets", default="lenet,cifar10_quick,caffenet,resnet18,mobilenet_v1",
+                        help="comma-separated: lenet, cifar10_quick, caffenet, resnet18, mobilenet_v1")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),

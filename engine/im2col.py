@@ -95,7 +95,12 @@ def im2col(x, kernel, pad, stride, dilation=None, batch_first=True, out=None):
         shape = (num, rows) + out_shape if batch_first else (rows, num) + out_shape
         out = xp.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
         target = out.transpose(1, 0, 2, 3) if batch_first else out
-        cpu.kernels("im2col").im2col(xp.ascontiguousarray(x), *kernel, *pad, *stride, *dilation, target)
+        kernels = cpu.kernels("im2col")
+        padded = xp.ascontiguousarray(x)
+        if any(pad):
+            padded = xp.empty(x.shape[:2] + tuple(s + 2 * p for s, p in zip(x.shape[2:], pad)), dtype=x.dtype)
+            kernels.pad(xp.ascontiguousarray(x), *pad, padded)
+        kernels.im2col(padded, *kernel, *stride, *dilation, target)
         return out
     view = window_view(pad_spatial(x, pad, pad), kernel, stride, dilation, out_shape)
     if batch_first:

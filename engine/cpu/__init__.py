@@ -30,6 +30,9 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _numba():
     """numba, imported once, with its thread count set from OMP_NUM_THREADS; False when missing."""
     if _STATE["numba"] is None:
+        # Idle kernel threads sleep at once instead of spinning: between two kernels the cores
+        # belong to BLAS's threads (spinning OpenMP workers slow a 2-core GEMM several times).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import numba
         except ImportError:

@@ -2,9 +2,9 @@
 
 im2col + GEMM degenerates here: one tiny product per channel. Output
 channel o reads input channel o // multiplier (multiplier = outputs per
-input channel). Forward and bottom diff walk the kernel offsets over whole
-rows (unit stride runs vectorize); the weight diff gives each thread whole
-output channels and accumulates rows of products in float64.
+input channel). Every pass walks the kernel offsets over whole rows; the
+inner loops run over views from index 0 (a possibly negative index would
+make numba check for wraparound and stop LLVM from vectorizing them).
 """
 
 import numpy as np
@@ -27,7 +27,11 @@ def _valid_range(count, stride, offset, size):
 
 @njit(**OPTIONS)
 def forward(x, weight, bias, with_bias, sh, sw, ph, pw, dh, dw, y):
-    """y (N, O, OH, OW) from x (N, C, H, W) and weight (O, KH, KW)."""
+    """y (N, O, OH, OW) from x (N, C, H, W) and weight (O, KH, KW).
+
+    Each output row accumulates in a small buffer (bias first, then the kernel
+    offsets in row-major order) that stays in L1 while the taps stream by.
+    """
     num, channels, height, width = x.shape
     outputs, kh, kw = weight.shape
     out_h, out_w = y.shape[2], y.shape[3]
@@ -36,28 +40,33 @@ def forward(x, weight, bias, with_bias, sh, sw, ph, pw, dh, dw, y):
         n = task // outputs
         o = task % outputs
         c = o // multiplier
-        plane = y[n, o]
         start = bias[o] if with_bias else y.dtype.type(0)
+        row = np.empty(out_w, dtype=y.dtype)
         for oh in range(out_h):
             for ow in range(out_w):
-                plane[oh, ow] = start
-        for i in range(kh):
-            for j in range(kw):
-                w = weight[o, i, j]
-                offset = j * dw - pw
-                lo, hi = _valid_range(out_w, sw, offset, width)
-                for oh in range(out_h):
-                    h = oh * sh - ph + i * dh
-                    if h < 0 or h >= height:
+                row[ow] = start
+            for i in range(kh):
+                h = oh * sh - ph + i * dh
+                if h < 0 or h >= height:
+                    continue
+                for j in range(kw):
+                    w = weight[o, i, j]
+                    offset = j * dw - pw
+                    lo, hi = _valid_range(out_w, sw, offset, width)
+                    if hi <= lo:
                         continue
-                    source = x[n, c, h]
-                    target = plane[oh]
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            target[ow] += w * source[ow + offset]
+                    into = row[lo:hi]
+                    if sw == 1:  # contiguous views vectorize
+                        line = x[n, c, h, lo + offset:hi + offset]
+                        for k in range(hi - lo):
+                            into[k] += w * line[k]
                     else:
-                        for ow in range(lo, hi):
-                            target[ow] += w * source[ow * sw + offset]
+                        taps = x[n, c, h, lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                        for k in range(hi - lo):
+                            into[k] += w * taps[k]
+            target = y[n, o, oh]
+            for ow in range(out_w):
+                target[ow] = row[ow]
 
 
 @njit(**OPTIONS)
@@ -72,31 +81,39 @@ def backward_data(dy, weight, sh, sw, ph, pw, dh, dw, dx):
         c = task % channels
         plane = dx[n, c]
         for h in range(height):
-            for w in range(width):
-                plane[h, w] = dx.dtype.type(0)
+            line = plane[h]
+            for k in range(width):
+                line[k] = dx.dtype.type(0)
         for o in range(c * multiplier, (c + 1) * multiplier):
             for i in range(kh):
                 for j in range(kw):
                     w = weight[o, i, j]
                     offset = j * dw - pw
                     lo, hi = _valid_range(out_w, sw, offset, width)
+                    if hi <= lo:
+                        continue
                     for oh in range(out_h):
                         h = oh * sh - ph + i * dh
                         if h < 0 or h >= height:
                             continue
-                        source = dy[n, o, oh]
-                        target = plane[h]
+                        source = dy[n, o, oh, lo:hi]
                         if sw == 1:
-                            for ow in range(lo, hi):
-                                target[ow + offset] += w * source[ow]
+                            line = plane[h, lo + offset:hi + offset]
+                            for k in range(hi - lo):
+                                line[k] += w * source[k]
                         else:
-                            for ow in range(lo, hi):
-                                target[ow * sw + offset] += w * source[ow]
+                            into = plane[h, lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                            for k in range(hi - lo):
+                                into[k] += w * source[k]
 
 
 @njit(**OPTIONS)
 def backward_weight(x, dy, sh, sw, ph, pw, dh, dw, weight_diff):
-    """weight_diff (O, KH, KW) += sum over images and outputs of dy * the input each weight met."""
+    """weight_diff (O, KH, KW) += sum over images and outputs of dy * the input each weight met.
+
+    Each thread takes whole output channels; per kernel offset, products add
+    into a row of float64 partial sums, summed once at the end.
+    """
     num, channels, height, width = x.shape
     outputs, kh, kw = weight_diff.shape
     out_h, out_w = dy.shape[2], dy.shape[3]
@@ -108,22 +125,25 @@ def backward_weight(x, dy, sh, sw, ph, pw, dh, dw, weight_diff):
             for j in range(kw):
                 offset = j * dw - pw
                 lo, hi = _valid_range(out_w, sw, offset, width)
-                for ow in range(out_w):
-                    row[ow] = 0.0
-                for n in range(num):
-                    for oh in range(out_h):
-                        h = oh * sh - ph + i * dh
-                        if h < 0 or h >= height:
-                            continue
-                        source = x[n, c, h]
-                        grad = dy[n, o, oh]
-                        if sw == 1:
-                            for ow in range(lo, hi):
-                                row[ow] += grad[ow] * source[ow + offset]
-                        else:
-                            for ow in range(lo, hi):
-                                row[ow] += grad[ow] * source[ow * sw + offset]
+                for k in range(out_w):
+                    row[k] = 0.0
+                if hi > lo:
+                    partial = row[:hi - lo]
+                    for n in range(num):
+                        for oh in range(out_h):
+                            h = oh * sh - ph + i * dh
+                            if h < 0 or h >= height:
+                                continue
+                            grad = dy[n, o, oh, lo:hi]
+                            if sw == 1:
+                                line = x[n, c, h, lo + offset:hi + offset]
+                                for k in range(hi - lo):
+                                    partial[k] += np.float64(grad[k] * line[k])
+                            else:
+                                taps = x[n, c, h, lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                                for k in range(hi - lo):
+                                    partial[k] += np.float64(grad[k] * taps[k])
                 total = 0.0
-                for ow in range(out_w):
-                    total += row[ow]
+                for k in range(out_w):
+                    total += row[k]
                 weight_diff[o, i, j] += total

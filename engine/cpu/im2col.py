@@ -25,38 +25,45 @@ def _valid_range(count, stride, offset, size):
 
 
 @njit(**OPTIONS)
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, out):
-    """out (C * kh * kw, N, OH, OW) = the input of every window at every kernel offset (0 in the padding)."""
+def pad(x, ph, pw, out):
+    """out (N, C, H + 2 ph, W + 2 pw) = x with a border of zeros."""
     num, channels, height, width = x.shape
+    for task in prange(num * channels):
+        n = task // channels
+        c = task % channels
+        plane = out[n, c]
+        plane[:, :] = 0
+        plane[ph:ph + height, pw:pw + width] = x[n, c]
+
+
+@njit(**OPTIONS)
+def im2col(padded, kh, kw, sh, sw, dh, dw, out):
+    """out (C * kh * kw, N, OH, OW) = the input of every window at every kernel offset.
+
+    `padded` (N, C, Hp, Wp) already holds the zero border, so every window lies inside it.
+    """
+    num, channels, height, width = padded.shape
     out_h, out_w = out.shape[2], out.shape[3]
     per_channel = kh * kw
-    zero = x.dtype.type(0)
     for task in prange(channels * per_channel * num):
         n = task % num
         row = task // num
         c = row // per_channel
         i = (row % per_channel) // kw
         j = row % kw
-        col_offset = j * dw - pw
-        lo, hi = _valid_range(out_w, sw, col_offset, width)
+        source = padded[n, c]
+        target = out[row, n]
         for oh in range(out_h):
-            h = oh * sh - ph + i * dh
-            target = out[row, n, oh]
-            if h < 0 or h >= height:
-                for ow in range(out_w):
-                    target[ow] = zero
-                continue
-            source = x[n, c, h]
-            for ow in range(lo):
-                target[ow] = zero
+            into = target[oh]
+            # Views from index 0: numba's wraparound check on a computed index stops vectorization.
             if sw == 1:
-                for ow in range(lo, hi):
-                    target[ow] = source[ow + col_offset]
+                line = source[oh * sh + i * dh, j * dw:j * dw + out_w]
+                for ow in range(out_w):
+                    into[ow] = line[ow]
             else:
-                for ow in range(lo, hi):
-                    target[ow] = source[ow * sw + col_offset]
-            for ow in range(hi, out_w):
-                target[ow] = zero
+                taps = source[oh * sh + i * dh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
+                for ow in range(out_w):
+                    into[ow] = taps[ow]
 
 
 @njit(**OPTIONS)
@@ -82,11 +89,14 @@ def col2im(cols, kh, kw, ph, pw, sh, sw, dh, dw, out):
                     h = oh * sh - ph + i * dh
                     if h < 0 or h >= height:
                         continue
-                    source = cols[row, n, oh]
-                    target = plane[h]
+                    if hi <= lo:
+                        continue
+                    source = cols[row, n, oh, lo:hi]
                     if sw == 1:
-                        for ow in range(lo, hi):
-                            target[ow + col_offset] += source[ow]
+                        line = plane[h, lo + col_offset:hi + col_offset]
+                        for k in range(hi - lo):
+                            line[k] += source[k]
                     else:
-                        for ow in range(lo, hi):
-                            target[ow * sw + col_offset] += source[ow]
+                        into = plane[h, lo * sw + col_offset:(hi - 1) * sw + col_offset + 1:sw]
+                        for k in range(hi - lo):
+                            into[k] += source[k]

@@ -52,16 +52,18 @@ def forward(x, size, alpha_over_size, beta, k, y, scale):
         n = task // blocks
         start = (task % blocks) * BLOCK
         stop = min(start + BLOCK, spatial)
+        # Views from index 0: numba's wraparound check on a computed index stops vectorization.
+        xs, ys, scales = x[n, :, start:stop], y[n, :, start:stop], scale[n, :, start:stop]
         squares = np.empty((channels, stop - start), dtype=x.dtype)
         for c in range(channels):
             for j in range(stop - start):
-                v = x[n, c, start + j]
+                v = xs[c, j]
                 squares[c, j] = v * v
         for c in range(channels):
             for j in range(stop - start):
                 s = _window(squares, c, half, channels, j) * a + kk
-                scale[n, c, start + j] = s
-                y[n, c, start + j] = x[n, c, start + j] * _negative_power(s, beta, one, negative_beta)
+                scales[c, j] = s
+                ys[c, j] = xs[c, j] * _negative_power(s, beta, one, negative_beta)
 
 
 @njit(**OPTIONS)
@@ -76,14 +78,14 @@ def backward(x, y, scale, dy, size, beta, coefficient, dx):
         n = task // blocks
         start = (task % blocks) * BLOCK
         stop = min(start + BLOCK, spatial)
+        xs, ys, scales = x[n, :, start:stop], y[n, :, start:stop], scale[n, :, start:stop]
+        dys, dxs = dy[n, :, start:stop], dx[n, :, start:stop]
         inner = np.empty((channels, stop - start), dtype=x.dtype)
         for c in range(channels):
             for j in range(stop - start):
-                p = start + j
-                inner[c, j] = dy[n, c, p] * y[n, c, p] / scale[n, c, p]
+                inner[c, j] = dys[c, j] * ys[c, j] / scales[c, j]
         for c in range(channels):
             for j in range(stop - start):
-                p = start + j
-                ratio = _window(inner, c, half, channels, j) * x[n, c, p]
+                ratio = _window(inner, c, half, channels, j) * xs[c, j]
                 ratio = ratio * coef
-                dx[n, c, p] = dy[n, c, p] * _negative_power(scale[n, c, p], beta, one, negative_beta) - ratio
+                dxs[c, j] = dys[c, j] * _negative_power(scales[c, j], beta, one, negative_beta) - ratio

@@ -17,17 +17,18 @@ def relu_forward(x, slope, y):
     size = x.size
     zero = x.dtype.type(0)
     s = x.dtype.type(slope)
+    leaky = slope != 0
     for chunk in prange((size + CHUNK - 1) // CHUNK):
-        for k in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK)):
-            v = x[k]
-            if v > zero:
-                y[k] = v
-            elif slope != 0:
-                y[k] = v * s
-            elif v != v:
-                y[k] = v
-            else:
-                y[k] = zero
+        stop = min(size, (chunk + 1) * CHUNK)
+        # Selects, not branches (signs arrive at random); NaN stays NaN as in np.maximum.
+        if leaky:
+            for k in range(chunk * CHUNK, stop):
+                v = x[k]
+                y[k] = v if v > zero else v * s
+        else:
+            for k in range(chunk * CHUNK, stop):
+                v = x[k]
+                y[k] = v if (v > zero or v != v) else zero
 
 
 @njit(**OPTIONS)

@@ -38,9 +38,10 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
                 for h in range(hs, he):
                     for w in range(ws, we):
                         value = image[h, w]
-                        if value > best:
-                            best = value
-                            index = h * width + w
+                        # Selects, not branches: maxima arrive at random, a branch mispredicts often.
+                        better = value > best
+                        index = h * width + w if better else index
+                        best = value if better else best
                 y[n, c, oh, ow] = best
                 mask[n, c, oh, ow] = index
 

@@ -193,14 +193,24 @@ class BaseConvolutionLayer(Layer):
         """A conv-output chunk (n, conv_out, *P) as rows (G, Og, n * P)."""
         xp = get_array_module(outputs)
         n = outputs.shape[0]
-        rows = xp.ascontiguousarray(outputs.reshape(n, self.conv_out_channels, -1).swapaxes(0, 1))
+        blob = outputs.reshape(n, self.conv_out_channels, -1)
+        if cpu.usable(blob) and blob.flags.c_contiguous:
+            rows = xp.empty((self.conv_out_channels, n, blob.shape[2]), dtype=blob.dtype)
+            cpu.kernels("layout").blob_to_rows(blob, rows)
+            return rows.reshape(self.group, self.conv_out_channels // self.group, -1)
+        rows = xp.ascontiguousarray(blob.swapaxes(0, 1))
         return rows.reshape(self.group, self.conv_out_channels // self.group, -1)
 
     def _rows_to_outputs(self, rows, out, bias=None):
         """Write rows (G, Og, n * P) into the conv-output chunk `out` (n, conv_out, *P)."""
         n = out.shape[0]
-        values = rows.reshape(self.conv_out_channels, n, -1).swapaxes(0, 1)
         target = out.reshape(n, self.conv_out_channels, -1)
+        if cpu.usable(rows, target) and target.flags.c_contiguous and rows.flags.c_contiguous:
+            source = rows.reshape(self.conv_out_channels, n, -1)
+            cpu.kernels("layout").rows_to_blob(source, source[0, 0] if bias is None else bias.reshape(-1),
+                                               bias is not None, target)
+            return
+        values = rows.reshape(self.conv_out_channels, n, -1).swapaxes(0, 1)
         if bias is None:
             target[...] = values
         else:
@@ -227,7 +237,12 @@ class BaseConvolutionLayer(Layer):
 
     def _accumulate_weight_diff(self, rows, cols):
         diff = self.blobs[0].diff.reshape(self.group, self.conv_out_channels // self.group, self.kernel_dim)
-        diff += get_array_module(rows).matmul(rows, cols.swapaxes(1, 2))
+        xp = get_array_module(rows)
+        if xp is numpy:
+            # OpenBLAS runs the long inner dimension faster with the columns as the left operand.
+            diff += xp.matmul(cols, rows.swapaxes(1, 2)).swapaxes(1, 2)
+            return
+        diff += xp.matmul(rows, cols.swapaxes(1, 2))
 
     def _accumulate_bias_diff(self, top_diff):
         xp = get_array_module(top_diff)
@@ -415,7 +430,15 @@ class ConvolutionLayer(BaseConvolutionLayer):
         flip = (slice(None),) * 3 + (slice(None, None, -1),) * self.num_spatial_axes
         rotated = xp.ascontiguousarray(w[flip].swapaxes(1, 2)).reshape(g, cg, og * k)
         product = _batched_product(rotated, cols)
-        dx.reshape(n, self.channels, -1)[...] = product.reshape(self.channels, n, -1).swapaxes(0, 1)
+        self._rows_to_outputs_of(product.reshape(self.channels, n, -1), dx.reshape(n, self.channels, -1))
+
+    @staticmethod
+    def _rows_to_outputs_of(rows, target):
+        """target (n, C, P) = rows (C, n, P) swapped."""
+        if cpu.usable(rows, target) and target.flags.c_contiguous and rows.flags.c_contiguous:
+            cpu.kernels("layout").rows_to_blob(rows, rows[0, 0], False, target)
+        else:
+            target[...] = rows.swapaxes(0, 1)
 
     def _winograd_backward(self, top, propagate_down, bottom):
         conv = self._winograd
