@@ -21,11 +21,13 @@ The entry points take and return Caffe's (num, channels, H, W), and write
 into the caller's arrays when given them. One body serves NumPy and CuPy
 (engine.backend.get_array_module). float32 error stays near 1e-6 relative
 (tests/engine/test_winograd.py checks against im2col and a direct convolution
-in float64).
+in float64). On the CPU the transforms and the moves to and from channels-last
+run as multi-threaded kernels with the same additions (engine/cpu/winograd.py).
 """
 
 import numpy as np
 
+from . import cpu
 from .backend import get_array_module
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -71,6 +73,10 @@ def input_transform(xh, pad):
 def _input_transform_padded(padded, th, tw):
     xp = get_array_module(padded)
     num, channels = padded.shape[0], padded.shape[3]
+    if cpu.usable(padded) and padded.flags.c_contiguous:
+        v = xp.empty((4, 4, num, th, tw, channels), dtype=padded.dtype)
+        cpu.kernels("winograd").input_transform(padded, v)
+        return v.reshape(16, num * th * tw, channels), (th, tw)
     d = [[padded[:, a:a + 2 * th - 1:2, b:b + 2 * tw - 1:2] for b in range(4)] for a in range(4)]
     v = xp.empty((4, 4, num, th, tw, channels), dtype=padded.dtype)
     for b in range(4):  # B^T along the tile's rows: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
@@ -93,6 +99,10 @@ def output_transform(m, num, tiles, out_shape):
     th, tw = tiles
     out_channels = m.shape[-1]
     m = m.reshape(4, 4, num, th, tw, out_channels)
+    if cpu.usable(m) and m.flags.c_contiguous:
+        y = xp.empty((num, 2 * th, 2 * tw, out_channels), dtype=m.dtype)
+        cpu.kernels("winograd").output_transform(m, y)
+        return y[:, :out_shape[0], :out_shape[1]]
     s = xp.empty((4, 2, num, th, tw, out_channels), dtype=m.dtype)
     for i in range(4):  # A^T along columns: (m0 + m1 + m2, m1 - m2 - m3)
         xp.add(m[i, 0], m[i, 1], out=s[i, 0])
@@ -115,6 +125,10 @@ def output_transform_adjoint(dyh, tiles):
     xp = get_array_module(dyh)
     th, tw = tiles
     num, out_channels = dyh.shape[0], dyh.shape[3]
+    if cpu.usable(dyh) and dyh.flags.c_contiguous and dyh.shape[1:3] == (2 * th, 2 * tw):
+        dm = xp.empty((4, 4, num, th, tw, out_channels), dtype=dyh.dtype)
+        cpu.kernels("winograd").output_transform_adjoint(dyh, dm)
+        return dm.reshape(16, num * th * tw, out_channels)
     if dyh.shape[1:3] == (2 * th, 2 * tw):
         padded = dyh
     else:
@@ -161,9 +175,25 @@ def _padded_channels_last(x, pad, th, tw):
     """x (num, C, H, W) zero-padded into channels-last (num, 2 th + 2, 2 tw + 2, C)."""
     xp = get_array_module(x)
     num, channels, height, width = x.shape
+    if cpu.usable(x) and x.flags.c_contiguous:
+        padded = xp.empty((num, 2 * th + 2, 2 * tw + 2, channels), dtype=x.dtype)
+        cpu.kernels("winograd").to_padded_channels_last(x, pad[0], pad[1], padded)
+        return padded
     padded = xp.zeros((num, 2 * th + 2, 2 * tw + 2, channels), dtype=x.dtype)
     padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x.transpose(0, 2, 3, 1)
     return padded
+
+
+def _from_channels_last(yh, out, bias=None):
+    """out (num, C, H, W) = yh (num, >= H, >= W, C) moved channels-first (+ bias); True when done here."""
+    if not (cpu.usable(yh, out) and out.flags.c_contiguous and yh.base is not None):
+        return False
+    full = yh.base if yh.base.ndim == 4 else None
+    if full is None or not full.flags.c_contiguous or full.shape[0] != out.shape[0] or full.shape[3] != out.shape[1]:
+        return False
+    cpu.kernels("winograd").from_channels_last(full, full[0, 0, 0] if bias is None else bias.reshape(-1),
+                                               bias is not None, out)
+    return True
 
 
 # Rotating a 3-tap filter by 180 degrees swaps rows 0 and 3 of G g (row 1 and 2 are symmetric), so the
@@ -205,6 +235,8 @@ class WinogradConvolution:
         y = yh.transpose(0, 3, 1, 2)
         if out is None:
             out = xp.empty(y.shape, dtype=y.dtype)
+        if _from_channels_last(yh, out, bias):
+            return out
         if bias is None:
             out[...] = y
         else:
@@ -223,7 +255,12 @@ class WinogradConvolution:
             v, tiles = self.v, self.tiles
             if v is None:
                 v, tiles = input_transform(_to_channels_last(x), self.pad)
-            dm = output_transform_adjoint(_to_channels_last(dy), tiles)
+            if cpu.usable(dy) and dy.flags.c_contiguous:
+                dyh = _padded_channels_last(dy, (0, 0), tiles[0] - 1, tiles[1] - 1)[:, :2 * tiles[0], :2 * tiles[1]]
+                dyh = dyh if dyh.flags.c_contiguous else xp.ascontiguousarray(dyh)
+            else:
+                dyh = _to_channels_last(dy)
+            dm = output_transform_adjoint(dyh, tiles)
             if self.group == 1:
                 du = xp.matmul(dm.swapaxes(1, 2), v)
             else:
@@ -243,5 +280,6 @@ class WinogradConvolution:
         dx = dxh.transpose(0, 3, 1, 2)
         if out is None:
             return xp.ascontiguousarray(dx)
-        out[...] = dx
+        if not _from_channels_last(dxh, out):
+            out[...] = dx
         return out
