@@ -45,7 +45,7 @@ def spy(name):
             setattr(module, key, function)
 
 
-def _run(text, bottoms, dtype, num_tops, phase, in_place, params, top_diff_seed):
+def _run(text, bottoms, dtype, num_tops, phase, in_place, params, top_diff_seed, propagate):
     param = layer_param(text, phase)
     layer = layer_class(param.type)(param)
     bottom = make_blobs(bottoms, dtype)
@@ -65,18 +65,19 @@ def _run(text, bottoms, dtype, num_tops, phase, in_place, params, top_diff_seed)
     rng = np.random.default_rng(top_diff_seed)
     for t in top:
         t.diff[...] = rng.standard_normal(t.shape)
-    layer.run_backward(top, [True] * len(bottom), bottom)
+    layer.run_backward(top, propagate or [True] * len(bottom), bottom)
     return outputs, [b.diff.copy() for b in bottom], [blob.diff.copy() for blob in layer.blobs], layer
 
 
-def compare_layer(text, bottoms, dtype, num_tops=1, phase=caffe_pb2.TRAIN, in_place=False, params=None):
+def compare_layer(text, bottoms, dtype, num_tops=1, phase=caffe_pb2.TRAIN, in_place=False, params=None,
+                  propagate=None):
     """Largest relative difference (tops, bottom diffs, param diffs) between the two paths."""
     with kernels(False):
-        want = _run(text, bottoms, dtype, num_tops, phase, in_place, params, 5)
+        want = _run(text, bottoms, dtype, num_tops, phase, in_place, params, 5, propagate)
     if params is None:
         params = [blob.data.copy() for blob in want[3].blobs]
     with kernels(True):
-        got = _run(text, bottoms, dtype, num_tops, phase, in_place, params, 5)
+        got = _run(text, bottoms, dtype, num_tops, phase, in_place, params, 5, propagate)
     worst = 0.0
     for expected, actual in zip(want[:3], got[:3]):
         for a, b in zip(expected, actual):
