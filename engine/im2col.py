@@ -137,9 +137,9 @@ def col2im(cols, image_shape, kernel, pad, stride, dilation=None, batch_first=Tr
         image = xp.empty(image_shape, dtype=cols.dtype) if out is None else out
         rows = channels * math.prod(kernel)
         if batch_first:
-            columns = cols.reshape((num, rows) + out_shape).transpose(1, 0, 2, 3)
+            columns = xp.ascontiguousarray(cols.reshape((num, rows) + out_shape).transpose(1, 0, 2, 3))
         else:
-            columns = cols.reshape((rows, num) + out_shape)
+            columns = xp.ascontiguousarray(cols.reshape((rows, num) + out_shape))
         cpu.kernels("im2col").col2im(columns, *kernel, *pad, *stride, *dilation, image)
         return image
     padded = tuple(s + 2 * p for s, p in zip(spatial, pad))

@@ -7,7 +7,7 @@ so no two threads add into the same input, and adds the kernel offsets in
 row-major order, as the NumPy col2im does: the sums are the same bit for bit.
 """
 
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from . import OPTIONS
 
@@ -68,35 +68,35 @@ def im2col(padded, kh, kw, sh, sw, dh, dw, out):
 
 @njit(**OPTIONS)
 def col2im(cols, kh, kw, ph, pw, sh, sw, dh, dw, out):
-    """out (N, C, H, W) = the columns (C * kh * kw, N, OH, OW) summed back onto the inputs they copied."""
+    """out (N, C, H, W) = the contiguous columns (C * kh * kw, N, OH, OW) summed back onto the inputs they copied.
+
+    Flat unsigned indices: rows are short (a few outputs) and per-row views would cost
+    more than the additions; unsigned, numba adds no wraparound check.
+    """
     num, channels, height, width = out.shape
     out_h, out_w = cols.shape[2], cols.shape[3]
     per_channel = kh * kw
     zero = out.dtype.type(0)
+    step = uint64(sw)
     for task in prange(num * channels):
         n = task // channels
         c = task % channels
-        plane = out[n, c]
-        for h in range(height):
-            for w in range(width):
-                plane[h, w] = zero
+        plane = out[n, c].reshape(height * width)
+        for k in range(height * width):
+            plane[k] = zero
         for i in range(kh):
             for j in range(kw):
                 row = c * per_channel + i * kw + j
                 col_offset = j * dw - pw
                 lo, hi = _valid_range(out_w, sw, col_offset, width)
+                if hi <= lo:
+                    continue
+                source = cols[row, n].reshape(out_h * out_w)
                 for oh in range(out_h):
                     h = oh * sh - ph + i * dh
                     if h < 0 or h >= height:
                         continue
-                    if hi <= lo:
-                        continue
-                    source = cols[row, n, oh, lo:hi]
-                    if sw == 1:
-                        line = plane[h, lo + col_offset:hi + col_offset]
-                        for k in range(hi - lo):
-                            line[k] += source[k]
-                    else:
-                        into = plane[h, lo * sw + col_offset:(hi - 1) * sw + col_offset + 1:sw]
-                        for k in range(hi - lo):
-                            into[k] += source[k]
+                    into = uint64(h * width + col_offset + lo * sw)
+                    start = uint64(oh * out_w + lo)
+                    for k in range(uint64(hi - lo)):
+                        plane[into + k * step] += source[start + k]

@@ -8,7 +8,7 @@ divides by the divisor table the layer computes for both paths; its
 backward gathers, for every input, the shares of the windows covering it.
 """
 
-from numba import njit, prange
+from numba import int64, njit, prange, uint64
 
 from . import OPTIONS
 
@@ -24,7 +24,9 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
     for task in prange(num * channels):
         n = task // channels
         c = task % channels
-        image = x[n, c]
+        image = x[n, c].reshape(height * width)  # flat, unsigned indices: no wraparound checks
+        best_row = y[n, c].reshape(out_h * out_w)
+        mask_row = mask[n, c].reshape(out_h * out_w)
         for oh in range(out_h):
             hs = oh * sh - ph
             he = min(hs + kh, height)
@@ -36,14 +38,16 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
                 best = lowest
                 index = -1
                 for h in range(hs, he):
-                    for w in range(ws, we):
-                        value = image[h, w]
+                    line = uint64(h * width)
+                    for w in range(uint64(ws), uint64(we)):
+                        value = image[line + w]
                         # Selects, not branches: maxima arrive at random, a branch mispredicts often.
                         better = value > best
-                        index = h * width + w if better else index
+                        index = int64(line + w) if better else index
                         best = value if better else best
-                y[n, c, oh, ow] = best
-                mask[n, c, oh, ow] = index
+                out = uint64(oh * out_w + ow)
+                best_row[out] = best
+                mask_row[out] = index
 
 
 @njit(**OPTIONS)
