@@ -133,9 +133,10 @@ def _our_step(engine, work, net_path, solver_mode="CPU", copy_weights=None):
 
 
 def worker_ours(args, work):
+    import engine  # before NumPy, as the tools import it: engine/_environment.py's BLAS settings apply
+
     import numpy as np
 
-    import engine
     import what_if
 
     what_if.apply(args.what_if or "")

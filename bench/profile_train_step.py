@@ -70,10 +70,11 @@ def main(argv=None):
     import pstats
     import tempfile
 
+    import engine  # before NumPy, as the tools import it: engine/_environment.py's BLAS settings apply
+
     import numpy as np
     from google.protobuf import text_format
 
-    import engine
     import what_if
     from bench_nets import init_weights, make_inputs, training_param
 

@@ -6,6 +6,7 @@ weights=...)`, `engine.set_mode_cpu()`, `engine.get_solver(path)`, ...
 
 import logging
 
+from . import _environment  # noqa: F401 (first: BLAS settings read when NumPy loads)
 from . import caffe_pb2
 from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed, set_tf32
 from .blob import Blob
