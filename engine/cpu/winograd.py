@@ -6,6 +6,7 @@ that the numbers are the same bit for bit; only the 16 GEMMs between them
 stay with BLAS.
 """
 
+import numpy as np
 from numba import njit, prange
 
 from . import OPTIONS
@@ -59,43 +60,41 @@ def from_channels_last(y, bias, with_bias, out):
 
 @njit(**OPTIONS)
 def input_transform(padded, v):
-    """v (4, 4, N, th, tw, C) = B^T d B over the 4x4 tiles (stride 2) of padded (N, 2 th + 2, 2 tw + 2, C)."""
+    """v (4, 4, N, th, tw, C) = B^T d B over the 4x4 tiles (stride 2) of padded (N, 2 th + 2, 2 tw + 2, C).
+
+    Each channel loop writes one output row from at most two inputs, so that LLVM
+    vectorizes it (with many outputs in one loop it gives up on the aliasing checks).
+    """
     num, th, tw, channels = v.shape[2], v.shape[3], v.shape[4], v.shape[5]
     for task in prange(num * th):
         n = task // th
         ty = task % th
+        r = np.empty((4, 4, channels), dtype=v.dtype)
+        rows = padded[n, 2 * ty:2 * ty + 4]
         for tx in range(tw):
-            d00, d01, d02, d03 = padded[n, 2 * ty, 2 * tx], padded[n, 2 * ty, 2 * tx + 1], \
-                padded[n, 2 * ty, 2 * tx + 2], padded[n, 2 * ty, 2 * tx + 3]
-            d10, d11, d12, d13 = padded[n, 2 * ty + 1, 2 * tx], padded[n, 2 * ty + 1, 2 * tx + 1], \
-                padded[n, 2 * ty + 1, 2 * tx + 2], padded[n, 2 * ty + 1, 2 * tx + 3]
-            d20, d21, d22, d23 = padded[n, 2 * ty + 2, 2 * tx], padded[n, 2 * ty + 2, 2 * tx + 1], \
-                padded[n, 2 * ty + 2, 2 * tx + 2], padded[n, 2 * ty + 2, 2 * tx + 3]
-            d30, d31, d32, d33 = padded[n, 2 * ty + 3, 2 * tx], padded[n, 2 * ty + 3, 2 * tx + 1], \
-                padded[n, 2 * ty + 3, 2 * tx + 2], padded[n, 2 * ty + 3, 2 * tx + 3]
-            for c in range(channels):
-                # B^T down each column b: (d0 - d2, d1 + d2, d2 - d1, d1 - d3) -> r[a'][b]
-                r00, r10, r20, r30 = d00[c] - d20[c], d10[c] + d20[c], d20[c] - d10[c], d10[c] - d30[c]
-                r01, r11, r21, r31 = d01[c] - d21[c], d11[c] + d21[c], d21[c] - d11[c], d11[c] - d31[c]
-                r02, r12, r22, r32 = d02[c] - d22[c], d12[c] + d22[c], d22[c] - d12[c], d12[c] - d32[c]
-                r03, r13, r23, r33 = d03[c] - d23[c], d13[c] + d23[c], d23[c] - d13[c], d13[c] - d33[c]
-                # ... then along each row i: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
-                v[0, 0, n, ty, tx, c] = r00 - r02
-                v[0, 1, n, ty, tx, c] = r01 + r02
-                v[0, 2, n, ty, tx, c] = r02 - r01
-                v[0, 3, n, ty, tx, c] = r01 - r03
-                v[1, 0, n, ty, tx, c] = r10 - r12
-                v[1, 1, n, ty, tx, c] = r11 + r12
-                v[1, 2, n, ty, tx, c] = r12 - r11
-                v[1, 3, n, ty, tx, c] = r11 - r13
-                v[2, 0, n, ty, tx, c] = r20 - r22
-                v[2, 1, n, ty, tx, c] = r21 + r22
-                v[2, 2, n, ty, tx, c] = r22 - r21
-                v[2, 3, n, ty, tx, c] = r21 - r23
-                v[3, 0, n, ty, tx, c] = r30 - r32
-                v[3, 1, n, ty, tx, c] = r31 + r32
-                v[3, 2, n, ty, tx, c] = r32 - r31
-                v[3, 3, n, ty, tx, c] = r31 - r33
+            w = 2 * tx
+            for b in range(4):  # B^T down each column: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+                d0, d1, d2, d3 = rows[0, w + b], rows[1, w + b], rows[2, w + b], rows[3, w + b]
+                r0, r1, r2, r3 = r[0, b], r[1, b], r[2, b], r[3, b]
+                for c in range(channels):
+                    r0[c] = d0[c] - d2[c]
+                for c in range(channels):
+                    r1[c] = d1[c] + d2[c]
+                for c in range(channels):
+                    r2[c] = d2[c] - d1[c]
+                for c in range(channels):
+                    r3[c] = d1[c] - d3[c]
+            for i in range(4):  # ... then along each row: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
+                q0, q1, q2, q3 = r[i, 0], r[i, 1], r[i, 2], r[i, 3]
+                o0, o1, o2, o3 = v[i, 0, n, ty, tx], v[i, 1, n, ty, tx], v[i, 2, n, ty, tx], v[i, 3, n, ty, tx]
+                for c in range(channels):
+                    o0[c] = q0[c] - q2[c]
+                for c in range(channels):
+                    o1[c] = q1[c] + q2[c]
+                for c in range(channels):
+                    o2[c] = q2[c] - q1[c]
+                for c in range(channels):
+                    o3[c] = q1[c] - q3[c]
 
 
 @njit(**OPTIONS)
@@ -105,23 +104,30 @@ def output_transform(m, y):
     for task in prange(num * th):
         n = task // th
         ty = task % th
+        s = np.empty((4, 2, channels), dtype=y.dtype)
         for tx in range(tw):
-            top0, top1 = y[n, 2 * ty, 2 * tx], y[n, 2 * ty, 2 * tx + 1]
-            low0, low1 = y[n, 2 * ty + 1, 2 * tx], y[n, 2 * ty + 1, 2 * tx + 1]
-            for c in range(channels):
-                # A^T along each row i: s[i][0] = m0 + m1 + m2, s[i][1] = m1 - m2 - m3
-                s00 = m[0, 0, n, ty, tx, c] + m[0, 1, n, ty, tx, c] + m[0, 2, n, ty, tx, c]
-                s01 = m[0, 1, n, ty, tx, c] - m[0, 2, n, ty, tx, c] - m[0, 3, n, ty, tx, c]
-                s10 = m[1, 0, n, ty, tx, c] + m[1, 1, n, ty, tx, c] + m[1, 2, n, ty, tx, c]
-                s11 = m[1, 1, n, ty, tx, c] - m[1, 2, n, ty, tx, c] - m[1, 3, n, ty, tx, c]
-                s20 = m[2, 0, n, ty, tx, c] + m[2, 1, n, ty, tx, c] + m[2, 2, n, ty, tx, c]
-                s21 = m[2, 1, n, ty, tx, c] - m[2, 2, n, ty, tx, c] - m[2, 3, n, ty, tx, c]
-                s30 = m[3, 0, n, ty, tx, c] + m[3, 1, n, ty, tx, c] + m[3, 2, n, ty, tx, c]
-                s31 = m[3, 1, n, ty, tx, c] - m[3, 2, n, ty, tx, c] - m[3, 3, n, ty, tx, c]
-                top0[c] = s00 + s10 + s20
-                top1[c] = s01 + s11 + s21
-                low0[c] = s10 - s20 - s30
-                low1[c] = s11 - s21 - s31
+            for i in range(4):  # A^T along each row: (m0 + m1 + m2, m1 - m2 - m3)
+                m0, m1, m2, m3 = m[i, 0, n, ty, tx], m[i, 1, n, ty, tx], m[i, 2, n, ty, tx], m[i, 3, n, ty, tx]
+                s0, s1 = s[i, 0], s[i, 1]
+                for c in range(channels):
+                    s0[c] = m0[c] + m1[c]
+                for c in range(channels):
+                    s0[c] = s0[c] + m2[c]
+                for c in range(channels):
+                    s1[c] = m1[c] - m2[c]
+                for c in range(channels):
+                    s1[c] = s1[c] - m3[c]
+            for q in range(2):  # ... and down the columns: (s0 + s1 + s2, s1 - s2 - s3)
+                top, low = y[n, 2 * ty, 2 * tx + q], y[n, 2 * ty + 1, 2 * tx + q]
+                a0, a1, a2, a3 = s[0, q], s[1, q], s[2, q], s[3, q]
+                for c in range(channels):
+                    top[c] = a0[c] + a1[c]
+                for c in range(channels):
+                    top[c] = top[c] + a2[c]
+                for c in range(channels):
+                    low[c] = a1[c] - a2[c]
+                for c in range(channels):
+                    low[c] = low[c] - a3[c]
 
 
 @njit(**OPTIONS)
@@ -131,28 +137,27 @@ def output_transform_adjoint(dy, dm):
     for task in prange(num * th):
         n = task // th
         ty = task % th
+        t = np.empty((4, 2, channels), dtype=dm.dtype)
         for tx in range(tw):
-            a0, a1 = dy[n, 2 * ty, 2 * tx], dy[n, 2 * ty, 2 * tx + 1]
-            b0, b1 = dy[n, 2 * ty + 1, 2 * tx], dy[n, 2 * ty + 1, 2 * tx + 1]
-            for c in range(channels):
-                # A along the rows: t[.][q] = (y0, y0 + y1, y0 - y1, -y1) with y0, y1 the tile's two rows
-                t00, t01 = a0[c], a1[c]
-                t10, t11 = a0[c] + b0[c], a1[c] + b1[c]
-                t20, t21 = a0[c] - b0[c], a1[c] - b1[c]
-                t30, t31 = -b0[c], -b1[c]
-                dm[0, 0, n, ty, tx, c] = t00
-                dm[0, 1, n, ty, tx, c] = t00 + t01
-                dm[0, 2, n, ty, tx, c] = t00 - t01
-                dm[0, 3, n, ty, tx, c] = -t01
-                dm[1, 0, n, ty, tx, c] = t10
-                dm[1, 1, n, ty, tx, c] = t10 + t11
-                dm[1, 2, n, ty, tx, c] = t10 - t11
-                dm[1, 3, n, ty, tx, c] = -t11
-                dm[2, 0, n, ty, tx, c] = t20
-                dm[2, 1, n, ty, tx, c] = t20 + t21
-                dm[2, 2, n, ty, tx, c] = t20 - t21
-                dm[2, 3, n, ty, tx, c] = -t21
-                dm[3, 0, n, ty, tx, c] = t30
-                dm[3, 1, n, ty, tx, c] = t30 + t31
-                dm[3, 2, n, ty, tx, c] = t30 - t31
-                dm[3, 3, n, ty, tx, c] = -t31
+            for q in range(2):  # A along the tile's rows: (y0, y0 + y1, y0 - y1, -y1)
+                y0, y1 = dy[n, 2 * ty, 2 * tx + q], dy[n, 2 * ty + 1, 2 * tx + q]
+                t0, t1, t2, t3 = t[0, q], t[1, q], t[2, q], t[3, q]
+                for c in range(channels):
+                    t0[c] = y0[c]
+                for c in range(channels):
+                    t1[c] = y0[c] + y1[c]
+                for c in range(channels):
+                    t2[c] = y0[c] - y1[c]
+                for c in range(channels):
+                    t3[c] = -y1[c]
+            for i in range(4):  # ... and along its columns
+                a, b = t[i, 0], t[i, 1]
+                o0, o1, o2, o3 = dm[i, 0, n, ty, tx], dm[i, 1, n, ty, tx], dm[i, 2, n, ty, tx], dm[i, 3, n, ty, tx]
+                for c in range(channels):
+                    o0[c] = a[c]
+                for c in range(channels):
+                    o1[c] = a[c] + b[c]
+                for c in range(channels):
+                    o2[c] = a[c] - b[c]
+                for c in range(channels):
+                    o3[c] = -b[c]
