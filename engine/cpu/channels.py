@@ -13,32 +13,69 @@ from numba import njit, prange
 from . import OPTIONS
 
 
-LANES = 8
-
-
 @njit(inline="always")
-def _row_sums(a, b, dot):
-    """(sum of a, sum of a * b) over 1-D rows, in float64, eight interleaved partial sums."""
+def _sum_and_dot(a, b, dot):
+    """(sum of a, sum of a * b when `dot`) over 1-D rows, in float64 with eight partial sums each.
+
+    The products are rounded to the arrays' precision first, as the NumPy path's are.
+    """
     size = a.shape[0]
-    s = np.zeros(LANES)
-    p = np.zeros(LANES)
-    stop = size - size % LANES
-    for k in range(0, stop, LANES):
-        for lane in range(LANES):
-            v = np.float64(a[k + lane])
-            s[lane] += v
-            if dot:
-                p[lane] += v * np.float64(b[k + lane])
-    total = 0.0
-    products = 0.0
-    for lane in range(LANES):
-        total += s[lane]
-        products += p[lane]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
+    stop = size - size % 8
+    for k in range(0, stop, 8):
+        v0, v1, v2, v3 = np.float64(a[k]), np.float64(a[k + 1]), np.float64(a[k + 2]), np.float64(a[k + 3])
+        v4, v5, v6, v7 = np.float64(a[k + 4]), np.float64(a[k + 5]), np.float64(a[k + 6]), np.float64(a[k + 7])
+        s0 += v0
+        s1 += v1
+        s2 += v2
+        s3 += v3
+        s4 += v4
+        s5 += v5
+        s6 += v6
+        s7 += v7
+        if dot:
+            p0 += np.float64(a[k] * b[k])
+            p1 += np.float64(a[k + 1] * b[k + 1])
+            p2 += np.float64(a[k + 2] * b[k + 2])
+            p3 += np.float64(a[k + 3] * b[k + 3])
+            p4 += np.float64(a[k + 4] * b[k + 4])
+            p5 += np.float64(a[k + 5] * b[k + 5])
+            p6 += np.float64(a[k + 6] * b[k + 6])
+            p7 += np.float64(a[k + 7] * b[k + 7])
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    products = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
     for k in range(stop, size):
         total += a[k]
         if dot:
-            products += np.float64(a[k]) * np.float64(b[k])
+            products += np.float64(a[k] * b[k])
     return total, products
+
+
+@njit(inline="always")
+def _centered_row(a, m):
+    """Sum of (a - m)^2 over a 1-D row (the difference in a's precision), float64, eight partial sums."""
+    size = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    stop = size - size % 8
+    for k in range(0, stop, 8):
+        d0, d1, d2, d3 = np.float64(a[k] - m), np.float64(a[k + 1] - m), np.float64(a[k + 2] - m), \
+            np.float64(a[k + 3] - m)
+        d4, d5, d6, d7 = np.float64(a[k + 4] - m), np.float64(a[k + 5] - m), np.float64(a[k + 6] - m), \
+            np.float64(a[k + 7] - m)
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        s4 += d4 * d4
+        s5 += d5 * d5
+        s6 += d6 * d6
+        s7 += d7 * d7
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for k in range(stop, size):
+        d = np.float64(a[k] - m)
+        total += d * d
+    return total
 
 
 @njit(**OPTIONS)
@@ -51,7 +88,10 @@ def sums(a, b, dot):
         s = 0.0
         p = 0.0
         for n in range(num):
-            row_s, row_p = _row_sums(a[n, c], b[n, c], dot)
+            if dot:
+                row_s, row_p = _sum_and_dot(a[n, c], b[n, c], True)
+            else:
+                row_s, row_p = _sum_and_dot(a[n, c], b[n, c], False)
             s += row_s
             p += row_p
         total[c] = s
@@ -65,12 +105,9 @@ def centered_squares(x, mean):
     num, channels, inner = x.shape
     total = np.zeros(channels)
     for c in prange(channels):
-        m = mean[c]
         s = 0.0
         for n in range(num):
-            for k in range(inner):
-                d = x[n, c, k] - m
-                s += d * d
+            s += _centered_row(x[n, c], mean[c])
         total[c] = s
     return total
 
