@@ -155,9 +155,14 @@ def _group_slices(size, group):
     return [slice(index * step, (index + 1) * step) for index in range(group)]
 
 
-def _products(v, u, group):
-    """M (16, T, out) = V (16, T, in) @ U^T per group, U (16, out, in / group)."""
+def _products(v, u, group, transposed=False):
+    """M (16, T, out) = V (16, T, in) @ U^T per group, U (16, out, in / group).
+
+    `transposed`: `u` is given as U^T (16, in, out), group 1 only.
+    """
     xp = get_array_module(v)
+    if transposed:
+        return xp.matmul(v, u)
     if group == 1:
         return xp.matmul(v, u.swapaxes(1, 2))
     m = xp.empty(v.shape[:2] + (u.shape[1],), dtype=v.dtype)
@@ -215,12 +220,12 @@ class WinogradConvolution:
     def release(self):
         self.v = self.tiles = self.u = None
 
-    def _conv(self, x, u, pad):
+    def _conv(self, x, u, pad, transposed=False):
         """x (num, C, H, W) -> channels-last (num, oh, ow, out), and the transformed input."""
         height, width = x.shape[2:]
         th, tw = _tiles(height, pad[0]), _tiles(width, pad[1])
         v, tiles = _input_transform_padded(_padded_channels_last(x, pad, th, tw), th, tw)
-        m = _products(v, u, self.group)
+        m = _products(v, u, self.group, transposed)
         out_shape = (height + 2 * pad[0] - 2, width + 2 * pad[1] - 2)
         return output_transform(m, x.shape[0], tiles, out_shape), v, tiles
 
@@ -275,8 +280,12 @@ class WinogradConvolution:
             return None
         # Bottom diff: full correlation with the rotated filters, channels swapped within each group.
         g, og, cg = self.group, weight.shape[0] // self.group, weight.shape[1]
-        rotated = u[xp.asarray(_ROTATED)].reshape(16, g, og, cg).swapaxes(2, 3).reshape(16, g * cg, og)
-        dxh, _, _ = self._conv(dy, rotated, (2 - self.pad[0], 2 - self.pad[1]))
+        pad = (2 - self.pad[0], 2 - self.pad[1])
+        if g == 1:  # the rotated filters' transpose is the permuted U itself: no transposing copy
+            dxh, _, _ = self._conv(dy, u[xp.asarray(_ROTATED)], pad, transposed=True)
+        else:
+            rotated = u[xp.asarray(_ROTATED)].reshape(16, g, og, cg).swapaxes(2, 3).reshape(16, g * cg, og)
+            dxh, _, _ = self._conv(dy, rotated, pad)
         dx = dxh.transpose(0, 3, 1, 2)
         if out is None:
             return xp.ascontiguousarray(dx)
