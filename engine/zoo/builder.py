@@ -74,11 +74,13 @@ class NetBuilder:
 
     # -- vision ----------------------------------------------------------------------
     def conv(self, name, num_output, kernel, stride=1, pad=0, group=1, bottom=None, top=None,
-             weight=("gaussian", 0.01), bias=("constant", 0), bias_term=True, params=None):
-        """A Convolution; `bias_term=False` for convolutions followed by BatchNorm."""
+             weight=("gaussian", 0.01), bias=("constant", 0), bias_term=True, params=None,
+             type_="Convolution"):
+        """A Convolution; `bias_term=False` for convolutions followed by BatchNorm.
+        `type_="ConvolutionDepthwise"` writes the depthwise layer of the forks that have one."""
         if params is None:
             params = WEIGHT_AND_BIAS if bias_term else WEIGHT_ONLY
-        layer = self.layer(name, "Convolution", [self._bottom(bottom)], [top or name], params)
+        layer = self.layer(name, type_, [self._bottom(bottom)], [top or name], params)
         conv = layer.convolution_param
         conv.num_output = num_output
         if not bias_term:
@@ -104,7 +106,9 @@ class NetBuilder:
         filler(ip.bias_filler, bias)
         return name
 
-    def pool(self, name, kernel=0, stride=1, method=MAX, pad=0, bottom=None, global_pooling=False):
+    def pool(self, name, kernel=0, stride=1, method=MAX, pad=0, bottom=None, global_pooling=False,
+             ceil_mode=None):
+        """Pooling; `ceil_mode=False` (a fork's field) rounds the output size down, as PyTorch does."""
         layer = self.layer(name, "Pooling", [self._bottom(bottom)])
         pool = layer.pooling_param
         pool.pool = method
@@ -116,6 +120,8 @@ class NetBuilder:
             pool.stride = stride
         if pad:
             pool.pad = pad
+        if ceil_mode is not None:
+            pool.ceil_mode = ceil_mode
         return name
 
     def lrn(self, name, local_size=5, alpha=0.0001, beta=0.75, bottom=None):
@@ -153,7 +159,29 @@ class NetBuilder:
         layer.scale_param.bias_term = True
         return blob
 
+    def sigmoid(self, name, bottom=None):
+        blob = self._bottom(bottom)
+        self.layer(name, "Sigmoid", [blob], [blob])
+        return blob
+
     # -- combining ---------------------------------------------------------------------
+    def slice(self, name, bottom, tops, slice_point, axis=1):
+        layer = self.layer(name, "Slice", [bottom], tops)
+        layer.slice_param.slice_point.append(slice_point)
+        layer.slice_param.axis = axis
+        return tops
+
+    def shuffle_channel(self, name, group, bottom=None):
+        """ShuffleNet's channel shuffle (farmingyard/ShuffleNet)."""
+        layer = self.layer(name, "ShuffleChannel", [self._bottom(bottom)])
+        layer.shuffle_channel_param.group = group
+        return name
+
+    def axpy(self, name, scale, x, y):
+        """SENet's Axpy: scale (N x C x 1 x 1) * x + y, the squeeze-excitation residual sum."""
+        self.layer(name, "Axpy", [scale, x, y])
+        return name
+
     def concat(self, name, bottoms):
         self.layer(name, "Concat", bottoms)
         return name

@@ -35,7 +35,7 @@ def _macs(count):
 
 def zoo_table(names, root):
     """Markdown rows: LeNet first (when its deploy net exists), then the zoo nets in `names`."""
-    import zoo
+    from engine import zoo
 
     rows = ["| net | follows | input (C x H x W) | parameters | learned | MACs / image | train |",
             "|---|---|---|---:|---:|---:|---|"]

@@ -25,7 +25,8 @@ from engine.zoo.smoke import run_smoke  # noqa: E402
 from engine.zoo.table import zoo_table  # noqa: E402
 
 ZOO = ["cifar10_quick", "alexnet", "caffenet", "zfnet", "vgg16", "vgg_cifar", "googlenet", "nin", "resnet18",
-       "resnet50", "mobilenet_v1", "mobilenet_v2"]
+       "resnet50", "mobilenet_v1", "mobilenet_v2", "densenet121", "resnext50_32x4d", "shufflenet_v2_1x",
+       "se_resnet50"]
 
 
 def deploy_net(name):
@@ -102,17 +103,21 @@ def test_alexnet_solver_as_the_paper():
 def signature(layer, training):
     """What must agree for weights to load and results to match (fillers and params when training)."""
     sig = [layer.name, layer.type, list(layer.bottom), list(layer.top), list(layer.loss_weight)]
-    if layer.type in ("Convolution", "InnerProduct"):
-        p = layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
+    if layer.type in ("Convolution", "ConvolutionDepthwise", "InnerProduct"):
+        p = layer.inner_product_param if layer.type == "InnerProduct" else layer.convolution_param
         sig.append(p.num_output)
-        if layer.type == "Convolution":
+        if layer.type != "InnerProduct":
             sig += [list(p.kernel_size), list(p.stride) or [1], list(p.pad) or [0], p.group]
         sig.append(p.bias_term)
         if training:
             sig += [p.weight_filler.type, round(p.weight_filler.std, 6), p.bias_filler.value]
     elif layer.type == "Pooling":
         p = layer.pooling_param
-        sig += [p.pool, p.kernel_size, p.stride, p.pad, p.global_pooling]
+        sig += [p.pool, p.kernel_size, p.stride, p.pad, p.global_pooling, p.ceil_mode]
+    elif layer.type == "Slice":
+        sig += [layer.slice_param.axis, list(layer.slice_param.slice_point)]
+    elif layer.type == "ShuffleChannel":
+        sig.append(layer.shuffle_channel_param.group)
     elif layer.type == "LRN":
         sig += [layer.lrn_param.local_size, round(layer.lrn_param.alpha, 8), layer.lrn_param.beta]
     elif layer.type == "Dropout":
@@ -158,6 +163,10 @@ FIDELITY = [
     ("resnet50/deploy", "KaimingHe__deep-residual-networks/prototxt__ResNet-50-deploy.prototxt", False, [],
      _global_pool("pool5")),
     ("mobilenet_v1/deploy", "shicai__MobileNet-Caffe/mobilenet_deploy.prototxt", False, [], None),
+    ("densenet121/deploy", "shicai__DenseNet-Caffe/DenseNet_121.prototxt", False, ["prob"], None),
+    ("shufflenet_v2_1x/deploy", "farmingyard__ShuffleNet/shufflenet_v2_1x_deploy.prototxt", False, ["prob"], None),
+    ("se_resnet50/deploy", "hujie-frank__SENet/models__SE-ResNet-50.prototxt", False, [],
+     _global_pool("pool5/7x7_s1")),
     ("mobilenet_v2/deploy", "shicai__MobileNet-Caffe/mobilenet_v2_deploy.prototxt", False, [],
      _strides({"conv4_3/dwise": 2, "conv4_7/dwise": 1})),
 ]
@@ -198,6 +207,11 @@ SIZES = {
     "mobilenet_v1": (4_253_891, 4_231_976, 4.2),
     # torchvision's count plus the 32->32 expand convolution of the t=1 block and its Scale (shicai's).
     "mobilenet_v2": (3_540_189, 3_504_872 + 1_024 + 64, 3.5),
+    # The published counts (torchvision's, Cadene's for SE-ResNet-50) to the parameter.
+    "densenet121": (8_062_625, 7_978_856, 7_978_856),
+    "resnext50_32x4d": (25_097_181, 25_028_904, 25_028_904),
+    "shufflenet_v2_1x": (2_294_840, 2_278_604, 2_278_604),
+    "se_resnet50": (28_141_197, 28_088_024, 28_088_024),
 }
 
 
