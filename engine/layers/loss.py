@@ -78,6 +78,8 @@ class SoftmaxWithLossLayer(LossLayer):
         p = self.param.loss_param
         self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
         self.mode = self.normalization_mode()
+        # SegNet's class weighting: each position's loss and gradient times its class's weight.
+        self.class_weights = np.asarray(p.class_weighting, dtype=np.float64) if p.weight_by_label_freqs else None
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
@@ -90,8 +92,20 @@ class SoftmaxWithLossLayer(LossLayer):
                    f"prediction shape is (N, C, H, W), label count (number of labels) must be N*H*W, with "
                    f"integer values in {{0, 1, ..., C-1}}. Prediction shape {bottom[0].shape}, "
                    f"label count {bottom[1].count}")
+        if self.class_weights is not None:
+            self.check(len(self.class_weights) == self.classes,
+                       f"Number of class weight values does not match the number of classes: "
+                       f"loss_param has {len(self.class_weights)} class_weighting values, "
+                       f"the predictions {self.classes} classes")
         if len(top) > 1:
             top[1].reshape(bottom[0].shape)
+
+    def _position_weights(self, labels, valid, xp):
+        """Each position's weight: 1 if valid (0 if ignored), times its class weight under SegNet's weighting."""
+        if self.class_weights is None:
+            return valid
+        weights = xp.asarray(self.class_weights, dtype=self.prob.dtype)[labels]
+        return weights * valid
 
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
@@ -99,8 +113,8 @@ class SoftmaxWithLossLayer(LossLayer):
         prob = self.prob.reshape(self.outer, self.classes, self.inner)
         labels, valid = self._labels = self.labels_and_mask(bottom[1])
         picked = xp.take_along_axis(prob, labels[:, None, :], axis=1)[:, 0, :]
-        losses = -xp.log(xp.maximum(picked, FLT_MIN)) * valid
-        self.valid_count = int(valid.sum())
+        losses = -xp.log(xp.maximum(picked, FLT_MIN)) * self._position_weights(labels, valid, xp)
+        self.valid_count = int(valid.sum())  # unweighted, as SegNet's count
         self.norm = self.normalizer(self.mode, self.outer, self.inner, self.valid_count)
         top[0].data[...] = losses.sum() / self.norm
         if len(top) > 1:
@@ -115,6 +129,6 @@ class SoftmaxWithLossLayer(LossLayer):
         grad = self.prob.reshape(self.outer, self.classes, self.inner).copy()
         onehot = xp.arange(self.classes)[None, :, None] == labels[:, None, :]
         grad -= onehot
-        grad *= valid[:, None, :]
+        grad *= self._position_weights(labels, valid, xp)[:, None, :]
         scale = float(top[0].diff.reshape(-1)[0]) / self.norm
         bottom[0].diff[...] = (grad * scale).reshape(bottom[0].shape)

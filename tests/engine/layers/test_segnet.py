@@ -218,3 +218,68 @@ def test_bn_on_both_devices(mode):
     layer, bottom, top = build_layer(LEARN, [X], xp=array_module())
     expected = segnet_learn(X, to_host(layer.blobs[0].data), to_host(layer.blobs[1].data))[0]
     np.testing.assert_allclose(to_host(forward(layer, bottom, top)[0]), expected, rtol=1e-10)
+
+
+# -- SoftmaxWithLoss with SegNet's class weighting ---------------------------------------
+
+WEIGHTS = [0.5, 2.0, 3.5]
+WEIGHTED = ('type: "SoftmaxWithLoss" loss_param { weight_by_label_freqs: true ignore_label: 255 '
+            + " ".join(f"class_weighting: {w}" for w in WEIGHTS) + " }")
+
+
+def segnet_weighted_loss(x, labels, weights, ignore):
+    """The fork's loops: -log p[label] * weight[label] summed over positions, divided by the
+    count of positions not ignored; the gradient (p - onehot) * weight[label] / count."""
+    num, classes, height, width = x.shape
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    prob = e / e.sum(axis=1, keepdims=True)
+    loss, count, grad = 0.0, 0, prob.copy()
+    for n in range(num):
+        for h in range(height):
+            for w in range(width):
+                label = int(labels[n, 0, h, w])
+                if label == ignore:
+                    grad[n, :, h, w] = 0
+                    continue
+                loss -= np.log(max(prob[n, label, h, w], np.finfo(np.float32).tiny)) * weights[label]
+                grad[n, label, h, w] -= 1
+                grad[n, :, h, w] *= weights[label]
+                count += 1
+    return loss / count, grad / count
+
+
+def weighted_case():
+    x = RNG.standard_normal((2, 3, 4, 5))
+    labels = RNG.integers(0, 3, (2, 1, 4, 5)).astype(np.float64)
+    labels[0, 0, 1, 2] = labels[1, 0, 3, 0] = 255
+    return x, labels
+
+
+def test_class_weighting_forward_and_backward_match_the_fork():
+    x, labels = weighted_case()
+    layer, bottom, top = build_layer(WEIGHTED, [x, labels])
+    loss = forward(layer, bottom, top)[0]
+    expected_loss, expected_grad = segnet_weighted_loss(x, labels, WEIGHTS, 255)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+    top[0].diff[...] = 1.5
+    layer.run_backward(top, [True, False], bottom)
+    np.testing.assert_allclose(bottom[0].diff, 1.5 * expected_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_class_weighting_gradient():
+    check_gradient(WEIGHTED, list(weighted_case()), bottoms_checked=[0])
+
+
+def test_class_weighting_is_read_only_with_weight_by_label_freqs():
+    x, labels = weighted_case()
+    plain = 'type: "SoftmaxWithLoss" loss_param { ignore_label: 255 class_weighting: 9 }'
+    layer, bottom, top = build_layer(plain, [x, labels])
+    np.testing.assert_allclose(forward(layer, bottom, top)[0],
+                               segnet_weighted_loss(x, labels, [1.0] * 3, 255)[0], rtol=1e-12)
+
+
+def test_class_weighting_must_give_one_value_per_class():
+    text = 'type: "SoftmaxWithLoss" loss_param { weight_by_label_freqs: true class_weighting: 1 class_weighting: 2 }'
+    x, labels = weighted_case()
+    with pytest.raises(LayerError, match=r"2 class_weighting values, the predictions 3 classes$"):
+        build_layer(text, [x, np.minimum(labels, 2)])
