@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, memory
 
 _AXES_LEGACY = 4
 
@@ -75,6 +75,7 @@ class Blob:
         self._shape = _check_shape(shape)
         self._count = math.prod(self._shape)
         count = self._count
+        memory.reserve(2 * count * self._dtype.itemsize, self._shape, self._xp)
         self._data = _Storage(self._xp.zeros(count, dtype=self._dtype))
         self._diff = _Storage(self._xp.zeros(count, dtype=self._dtype))
 
@@ -105,6 +106,9 @@ class Blob:
             shape = tuple(shape[0])
         self._shape = _check_shape(shape)
         self._count = count = math.prod(self._shape)
+        grow = sum(count for storage in (self._data, self._diff) if storage.array.size < count)
+        if grow:
+            memory.reserve(grow * self._dtype.itemsize, self._shape, self._xp)
         for storage in (self._data, self._diff):
             if storage.array.size < count:
                 # Caffe keeps the values when a blob regrows only by copying them itself; neither do we.

@@ -26,6 +26,10 @@ class LayerError(NetError):
         super().__init__(f"layer '{name}' ({type_}): {message}")
 
 
+class MemoryLimitError(NetError):
+    """Blobs whose shapes need more memory than the limit (engine.memory), refused before allocating."""
+
+
 class WeightsError(CaffeError):
     """Weights that do not fit the net they are loaded into."""
 

@@ -34,13 +34,26 @@ def parse_text(text, message, source="<string>"):
     return message
 
 
+def decode_text(raw, source):
+    """`raw` bytes as UTF-8 text; a byte that is not UTF-8 is refused with its line, column and offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start]
+        what = "a binary file, not a prototxt?" if b"\0" in raw[:4096] else "a prototxt must be UTF-8 text"
+        raise ProtoError(f"{source}:{line}:{column}: byte 0x{byte:02x} at offset {exc.start} is not UTF-8 "
+                         f"({what})") from None
+
+
 def read_text(path, message_type):
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ProtoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_text(text, message_type(), str(path))
+    return parse_text(decode_text(raw, str(path)), message_type(), str(path))
 
 
 def read_binary(path, message_type):
@@ -124,7 +137,7 @@ def locate_layer(path, name):
     if name is None:
         return None
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_text(errors="replace").splitlines()
     except OSError:
         return None
     needles = (f'name: "{name}"', f"name: '{name}'", f'name:"{name}"')

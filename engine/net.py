@@ -11,9 +11,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend, caffe_pb2, formats
+from . import backend, caffe_pb2, formats, memory
 from .blob import Blob
-from .errors import CaffeError, LayerError, NetError
+from .errors import CaffeError, LayerError, MemoryLimitError, NetError
 from .layers.base import layer_class
 from .netgraph import filter_net, insert_splits
 
@@ -63,9 +63,11 @@ class Net:
         self.state = state
         self.debug_info = bool(param.debug_info)
         try:
-            self._init(param)
+            with memory.net_budget():
+                self._init(param)
         except NetError as exc:
-            raise NetError(self._where(exc) + str(exc)) from None
+            kind = MemoryLimitError if isinstance(exc, MemoryLimitError) else NetError
+            raise kind(self._where(exc) + str(exc)) from None
         if weights:
             for path in str(weights).split(","):
                 self.copy_from(path)
@@ -100,8 +102,12 @@ class Net:
             bottoms, tops = self.bottom_blobs(layer_index), self.top_blobs(layer_index)
             try:
                 layer.set_up(bottoms, tops)
+            except MemoryLimitError as exc:
+                raise MemoryLimitError(str(LayerError(layer, str(exc)))) from None
             except CaffeError:
                 raise
+            except MemoryError as exc:
+                raise LayerError(layer, f"out of memory while setting up: {exc}") from None
             except (ValueError, IndexError, ArithmeticError) as exc:
                 raise LayerError(layer, f"cannot set up: {exc}") from exc
             log.debug("Setting up %s", lparam.name)
@@ -191,6 +197,12 @@ class Net:
 
     def _append_params(self, layer_index, lparam, layer):
         need_backward = False
+        for param_index, blob in enumerate(layer.blobs):
+            if blob.count == 0:
+                # Caffe's fillers CHECK that a parameter has values: an empty one is a mistake.
+                shape = " x ".join(map(str, blob.shape)) or "scalar"
+                raise LayerError(layer, f"parameter blob {param_index} has an empty shape ({shape}); "
+                                        "a num_output, kernel or input dimension of 0?")
         for param_index in range(len(layer.blobs)):
             spec = lparam.param[param_index] if param_index < len(lparam.param) else caffe_pb2.ParamSpec()
             need = spec.lr_mult != 0

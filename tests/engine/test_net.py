@@ -292,3 +292,13 @@ layer { name: "conv1/scale" type: "Scale" bottom: "conv1" top: "conv1"
         assert len(other.params[name]) == len(net.params[name])
         for mine, theirs in zip(other.params[name], net.params[name]):
             np.testing.assert_array_equal(mine.data, theirs.data)
+
+
+@pytest.mark.parametrize("change, shape", [("num_output: 5", "0 x 6"), ("dim: 4 dim: 6", "5 x 0")])
+def test_empty_parameter_shapes_are_refused(tmp_path, change, shape):
+    """Caffe's fillers CHECK that a parameter holds values: num_output 0, or an input of width 0."""
+    replacement = "num_output: 0" if change.startswith("num") else "dim: 4 dim: 0"
+    path = write(tmp_path, MLP.replace(change, replacement, 1))
+    with pytest.raises(NetError, match=rf"^{path}:\d+: layer 'ip1' \(InnerProduct\): parameter blob 0 has an "
+                                       rf"empty shape \({shape}\)"):
+        Net(path, engine.TRAIN)
