@@ -191,3 +191,18 @@ def resize_linear(image, width, height):
     mixed = (((top >> 4) * bt) >> 16) + (((bottom >> 4) * bb) >> 16)
     out = ((mixed + 2) >> 2).clip(0, 255).astype(np.uint8)
     return out.reshape(height, width, channels)
+
+
+def resize_nearest(image, width, height):
+    """cv::resize(image, (width, height)) with INTER_NEAREST on an (H, W, C) array.
+
+    OpenCV takes source column min(floor(x * (1 / (width / src_w))), src_w - 1),
+    the scale's reciprocal computed in double as it does, and likewise for rows.
+    """
+    src_h, src_w = image.shape[:2]
+
+    def table(src, dst):
+        inverse = 1.0 / (dst / src)
+        return np.minimum(np.floor(np.arange(dst) * inverse).astype(np.int64), src - 1)
+
+    return image[table(src_h, height)][:, table(src_w, width)]

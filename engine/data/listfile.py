@@ -30,3 +30,22 @@ def read_image_list(path):
         except ValueError:
             raise DataError(f"{path}:{number}: label '{label}' is not an integer") from None
     return entries
+
+
+def read_pair_list(path):
+    """[(image path, label-image path), ...] from the segmentation forks' lists.
+
+    SegNet's DenseImageData and HED's ImageLabelmapData read their lists as
+    whitespace-separated tokens taken two at a time (so paths cannot hold
+    spaces); a token left over at the end is an error here, naming the file.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tokens = handle.read().split()
+    except OSError as exc:
+        raise DataError(f"Failed to open image list {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text file ({exc})") from None
+    if len(tokens) % 2:
+        raise DataError(f"{path}: '{tokens[-1]}' has no label image (expected 'image label_image' pairs)")
+    return list(zip(tokens[0::2], tokens[1::2]))
