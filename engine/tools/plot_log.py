@@ -1,6 +1,7 @@
-"""Plot a training log: train loss, test outputs (accuracy, loss) and the learning
-rate against iterations, into one PNG. Needs matplotlib; without it, says so and
-points at tools/parse_log, which writes the same numbers as CSV.
+"""Plot a training log: train loss, test outputs (accuracy, SSD's detection_eval
+mAP, loss) and the learning rate against iterations, into one PNG. Needs
+matplotlib; without it, says so and points at tools/parse_log, which writes the
+same numbers as CSV.
 
 usage: plot_log LOG OUT.png
 """
@@ -11,7 +12,9 @@ from pathlib import Path
 from ..solvers.logparse import parse_log
 
 
-AXES = ("loss", "accuracy", "learning rate")
+AXES = ("loss", "accuracy / mAP", "learning rate")
+# Outputs whose names hold one of these go on the score axis (scores in [0, 1]); the rest on the loss axis.
+SCORES = ("acc", "detection_eval")
 FIXED = ("NumIters", "Seconds", "LearningRate")
 
 
@@ -26,14 +29,14 @@ def new_figure(pyplot):
 
 
 def draw(axes, train, test, label="", dashed=False):
-    """Draw one log's curves: train and test outputs on the loss or accuracy axis (by
-    name), the learning rate on the third. `label` prefixes the legend entries."""
+    """Draw one log's curves: train and test outputs on the loss or score axis (by
+    name, SCORES), the learning rate on the third. `label` prefixes the legend entries."""
     prefix = f"{label} " if label else ""
     for rows, kind, style in ((train, "train", "-"), (test, "test", "o-")):
         style = style.replace("-", "--") if dashed else style
         names = [k for k in (rows[0] if rows else {}) if k not in FIXED]
         for name in names:
-            target = axes[1] if "acc" in name.lower() else axes[0]
+            target = axes[1] if any(score in name.lower() for score in SCORES) else axes[0]
             target.plot(*_series(rows, name), style, label=f"{prefix}{kind} {name}", markersize=3)
     axes[2].plot(*_series(train or test, "LearningRate"), "--" if dashed else "-", label=f"{prefix}learning rate")
 

@@ -138,6 +138,42 @@ def test_solver_logs_map_and_per_class_results(rows_module, caplog):
     assert [row["detection_eval"] for row in test_rows] == pytest.approx([0.615152] * 2, abs=1e-6)
 
 
+# SSD's solver log around a detection test (glog stamps; the mAP is the test output).
+SSD_LOG = """I1207 12:00:00.000000  7 solver.cpp:239] Iteration 480 (3 iter/s, 6s/20 iters), loss = 2.5
+I1207 12:00:00.000001  7 solver.cpp:258]     Train net output #0: mbox_loss = 2.4 (* 1 = 2.4 loss)
+I1207 12:00:00.000002  7 sgd_solver.cpp:112] Iteration 480, lr = 0.001
+I1207 12:00:06.000000  7 solver.cpp:433] Iteration 500, Testing net (#0)
+I1207 12:00:09.000000  7 solver.cpp:546]     Test net output #0: detection_eval = 0.712
+I1207 12:00:09.500000  7 solver.cpp:239] Iteration 500 (3 iter/s, 6s/20 iters), loss = 2.25
+I1207 12:00:09.500001  7 solver.cpp:258]     Train net output #0: mbox_loss = 2.2 (* 1 = 2.2 loss)
+I1207 12:00:09.500002  7 sgd_solver.cpp:112] Iteration 500, lr = 0.001
+I1207 12:03:00.000000  7 solver.cpp:433] Iteration 1000, Testing net (#0)
+I1207 12:03:03.000000  7 solver.cpp:546]     Test net output #0: detection_eval = 0.803
+"""
+
+
+class RecordingAxis:
+    def __init__(self):
+        self.curves = {}
+
+    def plot(self, xs, ys, *style, label, **kwargs):
+        self.curves[label] = (list(xs), list(ys))
+
+
+def test_parse_log_and_plot_log_show_detection_eval():
+    from engine.tools.plot_log import draw
+
+    train, test = parse_lines(SSD_LOG.splitlines(), year=2026)
+    # As Caffe's parse_log.py, the first test row is written once the second starts.
+    assert [(row["NumIters"], row["detection_eval"]) for row in test] == [(500, 0.712), (1000, 0.803)]
+    assert [row["mbox_loss"] for row in train] == [2.4, 2.2]
+    axes = [RecordingAxis() for _ in range(3)]
+    draw(axes, train, test)
+    # The mAP, a score in [0, 1], goes on the accuracy axis; the loss on the loss axis.
+    assert axes[1].curves == {"test detection_eval": ([500, 1000], [0.712, 0.803])}
+    assert list(axes[0].curves) == ["train mbox_loss"]
+
+
 def test_unknown_eval_settings_are_refused(rows_module):
     with pytest.raises(SolverError, match="Unknown evaluation type: segmentation"):
         solver(rows_module, 'eval_type: "segmentation"')
