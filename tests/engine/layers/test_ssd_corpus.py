@@ -1,7 +1,12 @@
 """The corpus's SSD nets (chuanqi305's MobileNet-SSD, Pelee): they parse, their
 deploy nets run forward on random input (MobileNet-SSD's matching OpenCV's
-dnn module), and their train/test nets, with the AnnotatedData layer replaced
-by inputs, run MultiBoxLoss forward and backward and DetectionEvaluate."""
+dnn module), their train/test nets, with the AnnotatedData layer replaced by
+inputs, run MultiBoxLoss forward and backward and DetectionEvaluate, and the
+corpus's solver trains and tests the train/test nets as written, only their
+data paths pointed at a converted set."""
+
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +14,8 @@ from opencv_reference import opencv_forward
 
 from engine import caffe_pb2, formats
 from engine.net import Net
+from engine.solvers import get_solver
+from engine.tools import convert_annoset, make_shapes_dataset
 
 from paths import CONFIGS, needs_corpus  # noqa: E402
 
@@ -126,3 +133,44 @@ def test_mobilenet_ssd_test_net_evaluates_detections():
     detections = net.blobs["detection_out"].data[0, 0]
     assert len(rows) == 20 + int((detections[:, 1] != -1).sum())
     assert ((rows[20:, 3] + rows[20:, 4]) <= 1).all()
+
+
+def with_data_at(path, data):
+    """The net as written, with only its AnnotatedData sources and label map moved into `data`."""
+    param = formats.read_net(path)
+    for layer in param.layer:
+        if layer.type == "AnnotatedData":
+            split = "train" if layer.include[0].phase == caffe_pb2.TRAIN else "test"
+            layer.data_param.source = str(data / f"{split}_lmdb")
+            layer.annotated_data_param.label_map_file = str(data / "labelmap.prototxt")
+    return param
+
+
+@needs_corpus
+@pytest.mark.slow
+def test_mobilenet_ssd_solver_trains_and_tests_unchanged_nets(tmp_path, caplog):
+    data = tmp_path / "voc"
+    assert make_shapes_dataset.main([str(data), "--train", "6", "--test", "4", "--seed", "2"]) == 0
+    for split in ("train", "test"):
+        assert convert_annoset.main(["--anno_type=detection", "--label_type=xml",
+                                     f"--label_map_file={data / 'labelmap.prototxt'}", "--encode_type=jpg",
+                                     "--encoded", f"{data}/", str(data / f"{split}.txt"),
+                                     str(data / f"{split}_lmdb")]) == 0
+    param = formats.read_solver(CONFIGS / "chuanqi305__MobileNet-SSD/voc__solver.prototxt")
+    assert (param.type, param.eval_type) == ("RMSProp", "detection")
+    param.ClearField("train_net")
+    param.ClearField("test_net")
+    param.train_net_param.CopyFrom(with_data_at(CONFIGS / MOBILENET.format("train"), data))
+    param.test_net_param.add().CopyFrom(with_data_at(CONFIGS / MOBILENET.format("test"), data))
+    # One training step (batch 24 of 300 x 300), then the final test: one batch of 8.
+    param.max_iter = param.test_interval = param.test_iter[0] = 1
+    param.snapshot_after_train = False
+    param.snapshot_prefix = str(tmp_path / "snap")
+    solver = get_solver(param)
+    with caplog.at_level(logging.INFO):
+        solver.solve()
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    loss = re.findall(r"Train net output #0: mbox_loss = ([\d.e+-]+)", text)
+    assert loss and np.isfinite(float(loss[0])) and float(loss[0]) > 0
+    found = re.findall(r"Test net output #0: detection_eval = ([\d.e+-]+)", text)
+    assert len(found) == 1 and 0 <= float(found[0]) <= 1
