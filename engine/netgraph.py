@@ -113,7 +113,22 @@ def insert_splits(net):
 # -- shape-only builds without the data ---------------------------------------------
 
 _DB_LAYERS = {"Data": "data_param", "ImageData": "image_data_param", "WindowData": "window_data_param",
-              "HDF5Data": "hdf5_data_param"}
+              "HDF5Data": "hdf5_data_param", "AnnotatedData": "data_param",
+              "DenseImageData": "dense_image_data_param", "ImageLabelmapData": "image_data_param"}
+_DB_ONLY = {"Data", "WindowData", "AnnotatedData", "ImageData"}
+
+
+def _label_shape(layer, shape):
+    """The label top's shape beside a data top of `shape`."""
+    if layer.type == "AnnotatedData":
+        return (1, 1, 1, 8)  # SSD's boxes: (1, 1, boxes, 8), one row standing in for them
+    if layer.type == "DenseImageData":  # label images: new size / label_divide_factor unless cropped
+        p = layer.dense_image_data_param
+        factor = 1 if p.crop_height else max(1, p.label_divide_factor)
+        return (shape[0], 1, shape[2] // factor, shape[3] // factor)
+    if layer.type == "ImageLabelmapData":
+        return (shape[0], 1) + tuple(shape[2:])
+    return (shape[0],)
 
 
 def _declared_data_shape(layer):
@@ -125,10 +140,14 @@ def _declared_data_shape(layer):
         return None, "batch_size is not set"
     if kind == "HDF5Data":
         return None, "HDF5 dataset shapes are only known from the files"
-    if kind == "ImageData":
+    if kind in ("ImageData", "ImageLabelmapData"):
         p = layer.image_data_param
         channels = 3 if p.is_color else 1
         size = (transform.crop_size,) * 2 if transform.crop_size else (p.new_height, p.new_width)
+    elif kind == "DenseImageData":
+        p = layer.dense_image_data_param
+        channels = 3 if p.is_color else 1
+        size = (p.crop_height, p.crop_width) if p.crop_height else (p.new_height, p.new_width)
     else:
         channels = len(transform.mean_value) if len(transform.mean_value) > 1 else None
         if transform.force_gray:
@@ -136,10 +155,15 @@ def _declared_data_shape(layer):
         elif transform.force_color or kind == "WindowData":
             channels = 3
         size = (transform.crop_size,) * 2 if transform.crop_size else (0, 0)
+        resize = transform.resize_param  # SSD's: a fixed size unless FIT_SMALL_SIZE
+        if kind == "AnnotatedData" and not transform.crop_size and transform.HasField("resize_param") \
+                and resize.resize_mode != caffe_pb2.ResizeParameter.FIT_SMALL_SIZE:
+            size = (resize.height, resize.width)
     if not channels:
         return None, "the channel count is only known from the database"
     if not all(size):
-        return None, "the image size is only known from the database (no crop_size)"
+        return None, "the image size is only known from the database (no crop_size)" if kind in _DB_ONLY \
+            else "the image size is only known from the images (no new_height / new_width or crop)"
     return (batch, channels) + tuple(size), None
 
 
@@ -163,7 +187,7 @@ def stand_in_for_data(net, source_exists):
             reasons[layer.name] = f"{layer.type} source '{source}' is absent and {reason}"
             continue
         tops = list(layer.top)
-        label_shape = (shape[0],)
+        label_shape = _label_shape(layer, shape)
         include = [rule for rule in layer.include]
         exclude = [rule for rule in layer.exclude]
         name = layer.name

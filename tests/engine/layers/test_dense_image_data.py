@@ -10,7 +10,7 @@ from layer_check import layer_param
 import engine
 from engine import caffe_pb2, formats
 from engine.blob import Blob
-from engine.errors import CaffeError, DataError, LayerError
+from engine.errors import DataError, LayerError
 from engine.layers import layer_class
 from engine.net import Net
 
