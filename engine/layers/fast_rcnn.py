@@ -35,6 +35,13 @@ def round_half_away(values):
     return np.where(values >= 0, np.where(up, high, low), np.where(down, low, high))
 
 
+def check_roi_shape(layer, rois):
+    """At reshape: bottom[1] holds 5 values per ROI (batch_index, x1, y1, x2, y2)."""
+    shape = tuple(rois.shape)
+    layer.check(len(shape) >= 1 and (shape[0] == 0 or rois.count == 5 * shape[0]),
+                f"ROI blob must hold 5 values per ROI (batch_index, x1, y1, x2, y2), got shape {shape}")
+
+
 def roi_rows(layer, rois, num_images):
     """bottom[1] as host rows (R, 5), the batch indices checked."""
     count = rois.shape[0] if rois.ndim else 0
@@ -65,7 +72,7 @@ class ROIPoolingLayer(Layer):
 
     def reshape(self, bottom, top):
         self.check(bottom[0].data.ndim == 4, f"bottom[0] must be N x C x H x W, got shape {bottom[0].shape}")
-        self.check(bottom[1].data.ndim >= 1, "bottom[1] must hold ROIs (R x 5)")
+        check_roi_shape(self, bottom[1])
         top[0].reshape((bottom[1].shape[0], bottom[0].shape[1]) + self.pooled)
 
     def _bins(self, rows, dtype, height, width):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from .base import Layer, register_layer
-from .fast_rcnn import roi_rows, round_half_away
+from .fast_rcnn import check_roi_shape, roi_rows, round_half_away
 
 
 @register_layer
@@ -46,7 +46,7 @@ class PSROIPoolingLayer(Layer):
         self.check(channels == self.output_dim * self.group * self.group,
                    f"input channel number does not match layer parameters: {channels} channels, "
                    f"output_dim * group_size^2 = {self.output_dim * self.group ** 2}")
-        self.check(bottom[1].data.ndim >= 1, "bottom[1] must hold ROIs (R x 5)")
+        check_roi_shape(self, bottom[1])
         top[0].reshape((bottom[1].shape[0], self.output_dim, self.group, self.group))
 
     def _geometry(self, bottom):

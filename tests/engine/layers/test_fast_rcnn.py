@@ -111,9 +111,8 @@ def test_roi_pooling_errors():
         build_layer('type: "ROIPooling" roi_pooling_param { pooled_w: 2 }', [x, ROIS[:1]])
     with pytest.raises(LayerError, match="pooled_w must be > 0"):
         build_layer('type: "ROIPooling" roi_pooling_param { pooled_h: 2 }', [x, ROIS[:1]])
-    with pytest.raises(LayerError, match="5 values per ROI"):
-        layer, bottom, top = build_layer(roi_text(2, 2, 1), [x, np.zeros((2, 4))])
-        forward(layer, bottom, top)
+    with pytest.raises(LayerError, match=r"5 values per ROI \(batch_index, x1, y1, x2, y2\), got shape \(2, 4\)"):
+        build_layer(roi_text(2, 2, 1), [x, np.zeros((2, 4))])  # at set-up, before any forward
     with pytest.raises(LayerError, match="ROI 0 has batch index 1, outside"):
         layer, bottom, top = build_layer(roi_text(2, 2, 1), [x, ROIS[1:2]])
         forward(layer, bottom, top)
@@ -164,3 +163,19 @@ def test_smooth_l1_errors():
         build_layer('type: "SmoothL1Loss"', [a, np.zeros((2, 5))])
     with pytest.raises(LayerError, match=r"outside weights shape \(2, 3\) does not match"):
         build_layer('type: "SmoothL1Loss"', [a, a, a, np.zeros((2, 3))])
+
+
+def test_a_bad_roi_blob_in_a_net_is_one_line_naming_file_line_and_layer(tmp_path):
+    from engine import caffe_pb2
+    from engine.errors import NetError
+    from engine.net import Net
+
+    path = tmp_path / "rois.prototxt"
+    path.write_text('layer { name: "in" type: "Input" top: "conv" top: "rois"\n'
+                    '  input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } shape { dim: 3 dim: 4 } } }\n'
+                    'layer { name: "pool" type: "ROIPooling" bottom: "conv" bottom: "rois" top: "pooled"\n'
+                    '  roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 1 } }\n')
+    with pytest.raises(NetError, match=r"rois.prototxt:3: layer 'pool' \(ROIPooling\): ROI blob must hold "
+                                         r"5 values per ROI .* got shape \(3, 4\)$") as info:
+        Net(str(path), phase=caffe_pb2.TEST)
+    assert "\n" not in str(info.value)

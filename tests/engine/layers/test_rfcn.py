@@ -101,3 +101,6 @@ def test_psroi_pooling_errors():
     with pytest.raises(LayerError, match="ROI 0 has batch index 1"):
         layer, bottom, top = build_layer(text(1, 2, 2), [x, ROIS[1:2]])
         forward(layer, bottom, top)
+    with pytest.raises(LayerError, match=r"^layer 'layer' \(PSROIPooling\): ROI blob must hold 5 values per ROI "
+                                         r".*got shape \(2, 6\)$"):
+        build_layer(text(1, 2, 2), [x, np.zeros((2, 6))])
