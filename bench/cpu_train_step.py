@@ -190,6 +190,7 @@ WORKERS = {"check": worker_check, "ours": worker_ours, "torch": worker_torch}
 # -- the parent ---------------------------------------------------------------------
 def child_env(threads):
     env = dict(os.environ)
+    env["ENGINE_CPU_COMPILE"] = "wait"  # our CPU kernels compiled (or loaded from the cache) before timing
     for var in THREAD_VARS:
         env[var] = str(threads)
     return env

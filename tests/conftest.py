@@ -8,6 +8,9 @@ from pathlib import Path
 # on a busy 2-core machine. Set before NumPy is first imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The CPU kernels' first build (engine/cpu/warmup.py) is waited for, in this process and in the
+# tools the tests start, rather than left running in the background after them.
+os.environ.setdefault("ENGINE_CPU_COMPILE", "wait")
 
 import pytest
 

@@ -9,21 +9,33 @@ with the NumPy path. Kernels follow Caffe's arithmetic as the NumPy path
 does: same operations per element, in the same order wherever the result
 must be bit for bit the same (ReLU, MAX pooling, the SGD update).
 
-Kernels are compiled on first use, one per dtype, and cached on disk
-(`cache=True`, in __pycache__), so a later process loads them in a few
-milliseconds each. Numba is imported only when a kernel is first asked for.
+Kernels are compiled once per dtype, in a background process the first time
+(engine/cpu/warmup.py; the NumPy path serves until it is done, so a first run
+never waits for the compiler), and cached on disk (`cache=True`, in
+__pycache__), so a later process loads them all in about a second.
+ENGINE_CPU_COMPILE=wait makes the first use wait for that build instead (the
+tests and benchmarks set it). Numba is imported only when a kernel is first
+asked for.
 
 Threads: OMP_NUM_THREADS when set (the benchmarks and tests set it), else
 every core. ENGINE_CPU_KERNELS=0 turns the kernels off (the NumPy path runs).
 """
 
+import hashlib
 import importlib
+import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
 _STATE = {"numba": None, "enabled": os.environ.get("ENGINE_CPU_KERNELS", "1") != "0"}
 _MODULES = {}
+_READY = {}  # dtype name -> whether the compiled kernels are in use
+_BUILDS = {}  # dtype name -> the background compile
+_MARKERS = {}  # dtype name -> its marker file
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -60,13 +72,99 @@ def set_num_threads(count):
 
 
 def usable(*arrays):
-    """Whether the kernels serve these arrays: NumPy float32/float64, kernels on, numba present."""
-    if not _STATE["enabled"]:
+    """Whether the kernels serve these arrays: NumPy float32/float64, kernels on and compiled."""
+    if not _STATE["enabled"] or not arrays:
         return False
     for array in arrays:
         if type(array) is not np.ndarray or array.dtype not in _DTYPES:
             return False
-    return bool(_numba())
+    return ready(arrays[0].dtype)
+
+
+def ready(dtype, wait=None):
+    """Whether the kernels for `dtype` are compiled; starts compiling them if not.
+
+    The first time a dtype is asked for without a compiled cache, a background
+    process (engine/cpu/warmup.py, at low priority) compiles every kernel for it
+    into numba's disk cache, and this returns False (the layers take the NumPy
+    path) until that process is done: a user's first iterations never wait for
+    the compiler, and the kernels load from the cache (about a second) once it
+    is there. `wait` (default: ENGINE_CPU_COMPILE=wait in the environment, as
+    the tests and benchmarks set it) blocks until the build is done instead.
+    """
+    name = np.dtype(dtype).name
+    state = _READY.get(name)
+    if state is not None:
+        return state
+    if not _numba():
+        _READY[name] = False
+        return False
+    if wait is None:
+        wait = os.environ.get("ENGINE_CPU_COMPILE", "background") == "wait"
+    marker = _marker(name)
+    if marker.exists():
+        _READY[name] = True
+        return True
+    build = _BUILDS.get(name)
+    if build is None:
+        build = _BUILDS[name] = _start_build(name, marker)
+    if wait:
+        build.wait()
+    elif build.poll() is None:
+        return False
+    if build.returncode != 0 or not marker.exists():
+        try:
+            errors = marker.with_suffix(".log").read_text(errors="replace")
+        except OSError:
+            errors = ""
+        logging.getLogger("engine").warning("CPU kernels for %s failed to compile (exit %s); NumPy runs instead:\n%s",
+                                            name, build.returncode, errors[-2000:])
+        _READY[name] = False
+        return False
+    _READY[name] = True
+    return True
+
+
+def _start_build(name, marker):
+    """The background compile of dtype `name`'s kernels; its output goes to MARKER.log."""
+    root = Path(__file__).resolve().parents[2]
+    with open(marker.with_suffix(".log"), "wb") as log:
+        # A session of its own: Ctrl-C on the training leaves the compile to finish for next time.
+        return subprocess.Popen([sys.executable, "-m", f"{__name__}.warmup", name, str(marker)], cwd=root,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _marker(name):
+    """File that says: every kernel for dtype `name` of these sources is in numba's cache.
+
+    Named after what numba's cache depends on: numba's and Python's versions,
+    NUMBA_CACHE_DIR and each source's size and modification time (numba's own
+    staleness test), so that an edited or touched source compiles again.
+    """
+    marker = _MARKERS.get(name)
+    if marker is None:
+        digest = hashlib.sha1(f"{_numba().__version__} {sys.version} {os.environ.get('NUMBA_CACHE_DIR', '')}"
+                              .encode())
+        for source in sorted(Path(__file__).parent.glob("*.py")):
+            stat = source.stat()
+            digest.update(f"{source.name} {stat.st_size} {stat.st_mtime_ns}".encode())
+        marker = _MARKERS[name] = _cache_dir() / f"engine-cpu-{name}-{digest.hexdigest()[:16]}.ready"
+    return marker
+
+
+def _cache_dir():
+    """engine/cpu/__pycache__ (numba's cache beside the sources) or, read-only there, a user directory."""
+    local = Path(__file__).parent / "__pycache__"
+    try:
+        local.mkdir(exist_ok=True)
+        if os.access(local, os.W_OK):
+            return local
+    except OSError:
+        pass
+    fallback = Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "caffe-engine")
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
 
 
 def kernels(name):

@@ -176,7 +176,9 @@ class PoolingLayer(Layer):
         if self._on_gpu(x):
             self._forward_gpu(x, top)
             return
-        if self._on_cpu_kernels(x, top[0].data):
+        # Backward takes the path this forward took (the kernels may become ready in between).
+        self._kernel_forward = self._on_cpu_kernels(x, top[0].data)
+        if self._kernel_forward:
             self._forward_cpu(x, top)
             return
         if self.method == MAX:
@@ -333,7 +335,7 @@ class PoolingLayer(Layer):
         if self._on_gpu(dy):
             self._backward_gpu(dy, bottom[0])
             return
-        if self._on_cpu_kernels(dy, bottom[0].diff):
+        if getattr(self, "_kernel_forward", False) and self._on_cpu_kernels(dy, bottom[0].diff):
             self._backward_cpu(dy, bottom[0])
             return
         if self.method == AVE:

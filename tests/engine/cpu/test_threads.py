@@ -26,6 +26,7 @@ print(json.dumps(result))
 
 def _probe(**env):
     environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    environment["ENGINE_CPU_COMPILE"] = "wait"
     environment.update(env)
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True,
                           text=True, timeout=120)
@@ -53,6 +54,8 @@ def test_off_switch():
 def test_usable_only_for_numpy_floats():
     from engine import cpu
 
+    cpu.ready(np.float32, wait=True)
+    cpu.ready(np.float64, wait=True)
     assert cpu.usable(np.zeros(2, np.float32), np.zeros(2))
     assert not cpu.usable(np.zeros(2, np.int32))
     assert not cpu.usable(np.zeros(2, np.float16))
@@ -94,3 +97,4 @@ def test_compiled_kernels_are_cached_on_disk():
     cache = Path(cpu.__file__).parent / "__pycache__"
     index = list(cache.glob("neuron.relu_forward-*.nbi"))
     assert index, "no cache index written"
+
