@@ -14,8 +14,13 @@ memory and thread settings never mix between frameworks:
 BLAS/OpenMP thread counts go into the children's environment before NumPy
 or torch is imported; torch also gets torch.set_num_threads. Times are
 medians over `--iterations` after `--warmup` untimed iterations; memory is
-the child's ru_maxrss. Usage:
+the child's ru_maxrss. With several thread counts (by default every core,
+then one) each net is timed at each, one table per count, and the end of
+the report checks the targets: step time at most PyTorch's at every count,
+peak memory at most 1.5 times PyTorch's, and on CaffeNet and ResNet-18 the
+step at every core at least 1.6 times faster than on one. Usage:
 
+    python3 bench/cpu_train_step.py                      # every net, every core and one thread
     python3 bench/cpu_train_step.py --nets lenet,caffenet --iterations 10 --threads 2
 """
 
@@ -196,18 +201,18 @@ def child_env(threads):
     return env
 
 
-def run_child(kind, args, work):
+def run_child(kind, args, work, threads):
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--net", args.net_name,
                "--workdir", str(work), "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-               "--threads", str(args.threads), "--clock", args.clock, "--what-if", args.what_if or ""]
-    done = subprocess.run(command, env=child_env(args.threads), capture_output=True, text=True)
+               "--threads", str(threads), "--clock", args.clock, "--what-if", args.what_if or ""]
+    done = subprocess.run(command, env=child_env(threads), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} worker for {args.net_name} failed (exit {done.returncode}):\n"
                            f"{done.stderr[-4000:]}")
     return json.loads((work / f"{kind}.json").read_text())
 
 
-def best_of(args, work):
+def best_of(args, work, threads):
     """Alternate ours/torch children `--rounds` times; keep each framework's best median.
 
     On a shared machine a burst of load hits one child and not the other;
@@ -216,7 +221,7 @@ def best_of(args, work):
     best = {}
     for _ in range(args.rounds):
         for kind in ("ours", "torch"):
-            result = run_child(kind, args, work)
+            result = run_child(kind, args, work, threads)
             if kind in best:
                 for key in ("fwd", "bwd", "step"):
                     result[key] = min(result[key], best[kind][key])
@@ -247,8 +252,10 @@ def parse_args(argv):
                         help="comma-separated: lenet, cifar10_quick, caffenet, resnet18, mobilenet_v1")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="BLAS/OpenMP/torch threads (default: cores available)")
+    cores = len(os.sched_getaffinity(0))
+    parser.add_argument("--threads", default=",".join(dict.fromkeys((str(cores), "1"))),
+                        help="BLAS/OpenMP/torch threads, comma-separated for one table each "
+                             f"(default: {cores},1 = the cores available, then one)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate the ours/torch children this many times, keeping the best medians")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -262,9 +269,49 @@ def parse_args(argv):
     parser.add_argument("--net", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
+    try:
+        args.thread_counts = list(dict.fromkeys(int(n) for n in args.threads.split(",") if n.strip()))
+    except ValueError:
+        args.thread_counts = []
+    if args.iterations < 1 or args.warmup < 0 or args.rounds < 1 or not args.thread_counts or \
+            min(args.thread_counts) < 1:
         parser.error("--iterations, --rounds and --threads must be positive, --warmup non-negative")
+    args.threads = args.thread_counts[0]  # a worker's own count
     return args
+
+
+# The targets: ours/torch step time at most this at every thread count, and peak memory ...
+STEP_TARGET, MEMORY_TARGET = 1.0, 1.5
+# ... and on these nets the step at the most threads at least this much faster than on one.
+SPEEDUP_NETS, SPEEDUP_TARGET = ("caffenet", "resnet18"), 1.6
+
+
+def target_checks(tables):
+    """Lines `PASS|MISS  what: value (target)` for the measured tables {threads: [(net, ours, torch)]}."""
+    lines = []
+
+    def check(ok, what, value, target):
+        lines.append(f"{'PASS' if ok else 'MISS'}  {what}: {value} ({target})")
+
+    for threads, rows in tables.items():
+        for name, ours, theirs in rows:
+            ratio = ours["step"] / theirs["step"]
+            check(ratio <= STEP_TARGET, f"{name} step, {threads} thread(s)", f"{ratio:.2f}x torch",
+                  f"at most {STEP_TARGET:.1f}x")
+    for threads, rows in tables.items():
+        for name, ours, theirs in rows:
+            ratio = ours["peak_mb"] / theirs["peak_mb"]
+            check(ratio <= MEMORY_TARGET, f"{name} peak memory, {threads} thread(s)", f"{ratio:.2f}x torch",
+                  f"at most {MEMORY_TARGET:.1f}x")
+    most, one = max(tables), min(tables)
+    if most > one:
+        steps = {threads: {name: ours["step"] for name, ours, _ in rows} for threads, rows in tables.items()}
+        for name in SPEEDUP_NETS:
+            if name in steps[most] and name in steps[one]:
+                speedup = steps[one][name] / steps[most][name]
+                check(speedup >= SPEEDUP_TARGET, f"{name} ours, {most} threads against {one}",
+                      f"{speedup:.2f}x faster", f"at least {SPEEDUP_TARGET:.1f}x")
+    return lines
 
 
 def main(argv=None):
@@ -289,9 +336,10 @@ def main(argv=None):
     if unknown:
         print(f"unknown net(s): {', '.join(unknown)} (known: {', '.join(NETS)})", file=sys.stderr)
         return 2
-    rows, results, failed = [], {}, False
+    tables, results, failed = {threads: [] for threads in args.thread_counts}, {}, False
     load_before = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0))
+    started = time.perf_counter()
     if args.clock == "wall" and load_before > cores / 2:
         print(f"warning: load average {load_before:.1f} on {cores} cores; other processes share the CPUs, so "
               "wall-clock times (multi-threaded BLAS above all) will be unreliable. "
@@ -300,7 +348,7 @@ def main(argv=None):
         args.net_name = name
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             work = Path(tmp)
-            check = run_child("check", args, work)
+            check = run_child("check", args, work, args.thread_counts[0])
             (fkey, fwd, fwd32), (gkey, grad, grad32) = check["worst_forward"], check["worst_gradient"]
             print(f"{name}: built from {check['source']}; against torch float64, closest to failing: "
                   f"{fkey} error {fwd:.1e} (torch float32 {fwd32:.1e}), {gkey} error {grad:.1e} "
@@ -310,20 +358,30 @@ def main(argv=None):
                       + "\n  ".join(check["failures"]), file=sys.stderr)
                 failed = True
                 continue
-            ours, theirs = best_of(args, work)
-        rows.append((name, ours, theirs))
-        results[name] = {"check": check, "ours": ours, "torch": theirs}
-        print(f"{name}: ours {ours['step']:.1f} ms/step, torch {theirs['step']:.1f} ms/step", flush=True)
-    if rows:
+            results[name] = {"check": check}
+            for threads in args.thread_counts:
+                ours, theirs = best_of(args, work, threads)
+                tables[threads].append((name, ours, theirs))
+                results[name][f"threads_{threads}"] = {"ours": ours, "torch": theirs}
+                print(f"{name}, {threads} thread(s): ours {ours['step']:.1f} ms/step, torch {theirs['step']:.1f} "
+                      f"ms/step", flush=True)
+    tables = {threads: rows for threads, rows in tables.items() if rows}
+    for threads, rows in tables.items():
         step_how = rows[0][1]["step_how"]
-        print(f"\nthreads {args.threads}, median of {args.iterations} iterations after {args.warmup} warm-up, "
+        print(f"\nthreads {threads}, median of {args.iterations} iterations after {args.warmup} warm-up, "
               f"best of {args.rounds} round(s); {args.clock} times in ms; x = ours/torch; our step: {step_how}; "
               f"{'ours with --what-if ' + args.what_if + '; ' if args.what_if else ''}"
-              f"torch {rows[0][2]['torch']}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+              f"torch {rows[0][2]['torch']}")
         print(format_table(rows))
         print("peak above the post-import baseline (MB, ours/torch): " + "; ".join(
             f"{name} {ours['peak_mb'] - ours['import_mb']:.0f}/{theirs['peak_mb'] - theirs['import_mb']:.0f}"
             for name, ours, theirs in rows))
+    if tables:
+        print(f"\ntargets ({cores} cores; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
+              f"{time.perf_counter() - started:.0f} s in all):")
+        checks = target_checks(tables)
+        print("\n".join(checks))
+        print(f"{sum(line.startswith('PASS') for line in checks)} of {len(checks)} targets met")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 1 if failed else 0
