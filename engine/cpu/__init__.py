@@ -33,7 +33,7 @@ import numpy as np
 
 _STATE = {"numba": None, "enabled": os.environ.get("ENGINE_CPU_KERNELS", "1") != "0"}
 _MODULES = {}
-_READY = {}  # dtype name -> whether the compiled kernels are in use
+_READY = {}  # np.dtype -> whether the compiled kernels are in use (looked up per layer call)
 _BUILDS = {}  # dtype name -> the background compile
 _MARKERS = {}  # dtype name -> its marker file
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -92,18 +92,19 @@ def ready(dtype, wait=None):
     is there. `wait` (default: ENGINE_CPU_COMPILE=wait in the environment, as
     the tests and benchmarks set it) blocks until the build is done instead.
     """
-    name = np.dtype(dtype).name
-    state = _READY.get(name)
+    dtype = np.dtype(dtype)
+    state = _READY.get(dtype)
     if state is not None:
         return state
+    name = dtype.name
     if not _numba():
-        _READY[name] = False
+        _READY[dtype] = False
         return False
     if wait is None:
         wait = os.environ.get("ENGINE_CPU_COMPILE", "background") == "wait"
     marker = _marker(name)
     if marker.exists():
-        _READY[name] = True
+        _READY[dtype] = True
         return True
     build = _BUILDS.get(name)
     if build is None:
@@ -119,9 +120,9 @@ def ready(dtype, wait=None):
             errors = ""
         logging.getLogger("engine").warning("CPU kernels for %s failed to compile (exit %s); NumPy runs instead:\n%s",
                                             name, build.returncode, errors[-2000:])
-        _READY[name] = False
+        _READY[dtype] = False
         return False
-    _READY[name] = True
+    _READY[dtype] = True
     return True
 
 

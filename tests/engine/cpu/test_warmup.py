@@ -104,10 +104,10 @@ def test_a_layer_switching_to_the_kernels_between_forward_and_backward(tmp_path,
     outcomes = []
     for switch in (False, True):
         layer, bottom, top = build_layer(text, [x], dtype=np.float32)
-        monkeypatch.setitem(cpu._READY, "float32", False)
+        monkeypatch.setitem(cpu._READY, np.dtype(np.float32), False)
         layer.run_forward(bottom, top)
         if switch:
-            monkeypatch.setitem(cpu._READY, "float32", True)
+            monkeypatch.setitem(cpu._READY, np.dtype(np.float32), True)
         top[0].diff[...] = 1
         layer.run_backward(top, [True], bottom)
         outcomes.append(bottom[0].diff.copy())
