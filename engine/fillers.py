@@ -102,6 +102,7 @@ _FILLERS = {
     "xavier": _xavier,
     "msra": _msra,
     "bilinear": _bilinear,
+    "bilinear_upsampling": _bilinear,  # ParseNet's name for the same kernel
 }
 
 

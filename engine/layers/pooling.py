@@ -14,6 +14,10 @@ unit-stride, whole-batch array operation. Caffe's numbers, not the textbook's:
   proportional to its value in TRAIN, and takes sum(x^2) / (FLT_MIN + sum(x))
   in TEST. Caffe's backward in TEST reuses whatever the last TRAIN pass drew;
   here it is the exact gradient of the TEST formula.
+ParseNet's bin_size (or bin_h and bin_w) pools into that many bins whatever the
+input size, as its fork derives the window per input: kernel = ceil(size /
+bins), stride = kernel (1 where the kernel is the whole size), pad =
+floor(((bins - 1) * stride + kernel - size) / 2); bins at most half the size.
 Windows never straddle both sides of the image, so an empty window can only
 occur with kernel < stride and no padding; AVE gives 0 there, where Caffe
 divides by a non-positive size.
@@ -22,6 +26,8 @@ On the GPU, MAX and AVE run as one CUDA kernel per pass (engine/cuda/pooling.py)
 and on the CPU as multi-threaded kernels (engine/cpu/pooling.py), with the same
 rules; STOCHASTIC keeps the array code below on both.
 """
+
+import math
 
 import numpy as np
 
@@ -88,10 +94,14 @@ class PoolingLayer(Layer):
         p = self.param.pooling_param
         self.method = p.pool
         self.check(self.method in (MAX, AVE, STOCHASTIC), f"Unknown pooling method {self.method}.")
-        try:
-            self.kernel_param, self.stride, self.pad = pool_spatial_params(p)
-        except GeometryError as exc:
-            raise self.error(str(exc)) from None
+        self.bins = self._bins(p)
+        if self.bins:  # kernel, stride and pad follow from each input's size
+            self.kernel_param, self.stride, self.pad = None, (1, 1), (0, 0)
+        else:
+            try:
+                self.kernel_param, self.stride, self.pad = pool_spatial_params(p)
+            except GeometryError as exc:
+                raise self.error(str(exc)) from None
         self.global_pooling = p.global_pooling
         self.ceil_mode = p.round_mode == CEIL
         if p.HasField("ceil_mode"):  # the forks' older switch for the same rounding
@@ -105,11 +115,39 @@ class PoolingLayer(Layer):
         self._mask = None
         self._divisors = {}
 
+    def _bins(self, p):
+        """ParseNet's (bin_h, bin_w), or None."""
+        if not (p.HasField("bin_size") or p.HasField("bin_h") or p.HasField("bin_w")):
+            return None
+        self.check(p.HasField("bin_size") or (p.HasField("bin_h") and p.HasField("bin_w")),
+                   "For non-grid bins both bin_h and bin_w are required.")
+        self.check(not p.global_pooling, "With Global_pooling: cannot use bin option")
+        bins = (p.bin_size,) * 2 if p.HasField("bin_size") else (p.bin_h, p.bin_w)
+        self.check(min(bins) > 0, "Bin # cannot be zero.")
+        return bins
+
+    def _bin_geometry(self, spatial):
+        kernel, stride, pad = [], [], []
+        for size, bins, axis in zip(spatial, self.bins, ("height", "width")):
+            self.check(bins <= size // 2, f"Bin # in {axis} direction cannot be larger than half of {axis} "
+                                          f"({bins} bins, {axis} {size})")
+            k = math.ceil(np.float32(size) / np.float32(bins))
+            s = 1 if k == size else k
+            kernel.append(k)
+            stride.append(s)
+            pad.append(math.floor(((bins - 1) * s + k - size) / 2))
+        self.kernel, self.stride, self.pad = tuple(kernel), tuple(stride), tuple(pad)
+        if any(self.pad):
+            self.check(self.method in (MAX, AVE), "Padding implemented only for average and max pooling.")
+
     def reshape(self, bottom, top):
         self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to "
                    f"(num, channels, height, width); bottom shape is {bottom[0].shape}")
         spatial = bottom[0].shape[2:]
-        self.kernel = tuple(spatial) if self.global_pooling else self.kernel_param
+        if self.bins:
+            self._bin_geometry(spatial)
+        else:
+            self.kernel = tuple(spatial) if self.global_pooling else self.kernel_param
         for k, p, axis in zip(self.kernel, self.pad, "hw"):
             self.check(p < k, f"pad_{axis} ({p}) must be smaller than kernel_{axis} ({k})")
         clip = any(self.pad)

@@ -162,12 +162,12 @@ def test_corpus_is_present():
 
 
 def test_fork_layer_error_names_type_and_line(tmp_path):
-    # ParseNet's UnPooling: a fork layer type we do not have.
+    # YOLOv2's Reorg (in several Caffe ports): a fork layer type we do not have.
     text = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
-            'layer { name: "odd" type: "UnPooling" bottom: "x" top: "y" }\n')
+            'layer { name: "odd" type: "Reorg" bottom: "x" top: "y" }\n')
     path = tmp_path / "fork.prototxt"
     path.write_text(text)
-    with pytest.raises(CaffeError, match=r"fork.prototxt:2: layer 'odd': Unknown layer type: UnPooling") as info:
+    with pytest.raises(CaffeError, match=r"fork.prototxt:2: layer 'odd': Unknown layer type: Reorg") as info:
         Net(str(path), phase=caffe_pb2.TEST)
     assert "\n" not in str(info.value)
 
@@ -223,3 +223,28 @@ def test_segnet_nets_build_at_the_size_their_upsample_layers_declare(name):
     if "train" in name:  # one class weight each; label 11 (void) ignored
         loss = next(layer for layer in net.layers if layer.type == "SoftmaxWithLoss")
         assert len(loss.class_weights) == 11 and loss.ignore_label == 11
+
+
+PARSENET = "natanielruiz__net-archive/parsenet__VGG_VOC2012ext.prototxt"
+
+
+@needs_corpus
+@pytest.mark.parametrize("phase", [caffe_pb2.TRAIN, caffe_pb2.TEST])
+def test_parsenet_builds_on_voc_sized_images(phase):
+    """Its LMDBs fix no size: images and label maps of PASCAL VOC's largest, 500 x 500, stand in."""
+    param = formats.read_net(CONFIGS / PARSENET)
+    for layer in param.layer:
+        if layer.type == "Data":
+            channels = 3 if layer.name == "data" else 1
+            top, include = layer.top[0], list(layer.include)
+            layer.Clear()
+            layer.name, layer.type = top, "Input"
+            layer.top.append(top)
+            layer.include.extend(include)
+            layer.input_param.shape.add().dim.extend([1, channels, 500, 500])
+    net = Net(param, phase=phase, source=str(CONFIGS / PARSENET))
+    assert net.blobs["score"].shape == (1, 21, 500, 500)
+    pooled = net.blobs["pool6_1x1"].shape  # bin_size: 1, the global context
+    assert pooled[2:] == (1, 1) and net.blobs["pool6_1x1_norm_upscore21"].shape == net.blobs["fc7_norm_score21"].shape
+    if phase == caffe_pb2.TEST:
+        assert net.blobs["predlabel"].shape == (1, 1, 500, 500) and net.blobs["evaluation"].shape == (1, 21, 1, 3)
