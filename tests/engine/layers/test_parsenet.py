@@ -247,3 +247,32 @@ def test_bilinear_upsampling_filler_is_bvlcs_bilinear():
     f, c = 2, (2 * 2 - 1 - 0) / 4
     expected = [[(1 - abs(x / f - c)) * (1 - abs(y / f - c)) for x in range(4)] for y in range(4)]
     np.testing.assert_allclose(ours[1, 0], expected)
+
+
+@pytest.mark.parametrize("method", ["FIXED", "DIV", "REP"])
+def test_unpooling_on_both_devices(mode, method):
+    from engine.backend import array_module, to_host
+
+    x = RNG.standard_normal((2, 3, 4, 5))
+    layer, bottom, top = build_layer(unpool_text(method, 3, 2, 1), [x], xp=array_module())
+    y = to_host(forward(layer, bottom, top)[0])
+    dy = RNG.standard_normal(y.shape)
+    expected, expected_dx = fork_unpool(x, (3, 3), (2, 2), (1, 1), method, dy)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-14)
+    top[0].diff[...] = array_module().asarray(dy)
+    layer.run_backward(top, [True], bottom)
+    np.testing.assert_allclose(to_host(bottom[0].diff), expected_dx, rtol=1e-12, atol=1e-14)
+
+
+def test_parse_layers_on_both_devices(mode):
+    from engine.backend import array_module, to_host
+
+    scores = RNG.standard_normal((1, 3, 4, 4))
+    layer, bottom, top = build_layer('type: "ParseOutput"', [scores], xp=array_module())
+    label = to_host(forward(layer, bottom, top)[0])
+    np.testing.assert_array_equal(label[:, 0], scores.argmax(axis=1))
+    truth = RNG.integers(0, 3, (1, 1, 4, 4)).astype(np.float64)
+    layer, bottom, top = build_layer('type: "ParseEvaluate" parse_evaluate_param { num_labels: 3 }',
+                                     [label, truth], xp=array_module())
+    counts = to_host(forward(layer, bottom, top)[0])[0, :, 0]
+    np.testing.assert_array_equal(counts[:, 1], np.bincount(truth.astype(int).ravel(), minlength=3))

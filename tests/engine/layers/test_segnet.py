@@ -283,3 +283,15 @@ def test_class_weighting_must_give_one_value_per_class():
     x, labels = weighted_case()
     with pytest.raises(LayerError, match=r"2 class_weighting values, the predictions 3 classes$"):
         build_layer(text, [x, np.minimum(labels, 2)])
+
+
+def test_class_weighting_on_both_devices(mode):
+    from engine.backend import array_module, to_host
+
+    x, labels = weighted_case()
+    layer, bottom, top = build_layer(WEIGHTED, [x, labels], xp=array_module())
+    expected_loss, expected_grad = segnet_weighted_loss(x, labels, WEIGHTS, 255)
+    np.testing.assert_allclose(float(to_host(forward(layer, bottom, top)[0])), expected_loss, rtol=1e-12)
+    top[0].diff[...] = 1
+    layer.run_backward(top, [True, False], bottom)
+    np.testing.assert_allclose(to_host(bottom[0].diff), expected_grad, rtol=1e-12, atol=1e-15)
