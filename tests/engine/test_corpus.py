@@ -225,6 +225,25 @@ def test_segnet_nets_build_at_the_size_their_upsample_layers_declare(name):
         assert len(loss.class_weights) == 11 and loss.ignore_label == 11
 
 
+HED = "natanielruiz__net-archive/holistically-nested__train_val.prototxt"
+
+
+@needs_corpus
+@pytest.mark.parametrize("phase", [caffe_pb2.TRAIN, caffe_pb2.TEST])
+def test_hed_builds_on_bsds_sized_images(phase):
+    """Its image lists fix no size: BSDS500's 321 x 481 stands in (new_height / new_width)."""
+    param = formats.read_net(CONFIGS / HED)
+    for layer in param.layer:
+        if layer.type == "ImageLabelmapData":
+            layer.image_data_param.new_height, layer.image_data_param.new_width = 321, 481
+    param, reasons = netgraph.stand_in_for_data(param, os.path.exists)
+    assert not reasons
+    net = Net(param, phase=phase, source=str(CONFIGS / HED))
+    assert net.blobs["label"].shape == (1, 1, 321, 481)
+    sides = [name for name in net.blobs if re.fullmatch(r"upscore-dsn\d", name)]
+    assert len(sides) == 5 and all(net.blobs[name].shape == (1, 1, 321, 481) for name in sides)
+
+
 PARSENET = "natanielruiz__net-archive/parsenet__VGG_VOC2012ext.prototxt"
 
 
