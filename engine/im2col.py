@@ -178,13 +178,14 @@ class OffsetWindows:
         self.stride = tuple(stride)
         self.pad = tuple(pad)
         self.out_shape = tuple(out_shape)
-        self.phase_len = []
+        self.phase_len, used = [], []
         for size, k, s, p, n in zip(self.spatial, self.kernel, self.stride, self.pad, self.out_shape):
             needed = max(p + size, (n - 1) * s + k)
             self.phase_len.append(-(-needed // s))
+            used.append(min(s, needed))  # a stride past the padded image: its later phases hold nothing
         self.phase_len = tuple(self.phase_len)
         self._placement = {}
-        for phase in itertools.product(*(range(s) for s in self.stride)):
+        for phase in itertools.product(*(range(r) for r in used)):
             inside, image = [], []
             for r, size, s, p in zip(phase, self.spatial, self.stride, self.pad):
                 first = max(0, -(-(p - r) // s))  # first phase index inside the image

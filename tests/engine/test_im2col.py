@@ -134,3 +134,12 @@ def test_im2col_layer_rejects_bad_kernel():
         build_layer('type: "Im2col" convolution_param { kernel_size: 0 }', [np.zeros((1, 1, 3, 3))])
     with pytest.raises(LayerError, match="kernel extent 5 is larger than the padded input"):
         build_layer('type: "Im2col" convolution_param { kernel_size: 5 }', [np.zeros((1, 1, 3, 3))])
+
+
+def test_offset_windows_with_a_stride_past_the_image_are_cheap():
+    """A stride of 2**31 - 1 (a mistyped prototxt) gives one window per axis, without a phase per stride step."""
+    windows = OffsetWindows((5, 5), (2, 2), (2147483647, 2147483647), (0, 0), (1, 1))
+    x = np.arange(25, dtype=np.float64).reshape(1, 1, 5, 5)
+    phases = windows.split(x, -np.inf)
+    assert len(phases) == 4
+    np.testing.assert_array_equal(windows.at(phases, (1, 1)), [[[[6.0]]]])
