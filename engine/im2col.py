@@ -182,7 +182,9 @@ class OffsetWindows:
         for size, k, s, p, n in zip(self.spatial, self.kernel, self.stride, self.pad, self.out_shape):
             needed = max(p + size, (n - 1) * s + k)
             self.phase_len.append(-(-needed // s))
-            used.append(min(s, needed))  # a stride past the padded image: its later phases hold nothing
+            # Phases past both the image and the kernel hold nothing a window reads: a stride far past
+            # the image needs no phase per stride step.
+            used.append(min(s, max(p + size, k)))
         self.phase_len = tuple(self.phase_len)
         self._placement = {}
         for phase in itertools.product(*(range(r) for r in used)):

@@ -143,3 +143,12 @@ def test_offset_windows_with_a_stride_past_the_image_are_cheap():
     phases = windows.split(x, -np.inf)
     assert len(phases) == 25  # one per padded position at most
     np.testing.assert_array_equal(windows.at(phases, (1, 1)), [[[[6.0]]]])
+
+
+def test_offset_windows_with_a_huge_stride_and_a_second_window_outside():
+    """Caffe's ceil gives two windows for height 28, kernel 2, stride 99999999; the second one is empty."""
+    windows = OffsetWindows((28,), (2,), (99999999,), (0,), (2,))
+    x = np.arange(28, dtype=np.float64).reshape(1, 1, 28)
+    phases = windows.split(x, -np.inf)
+    assert len(phases) == 28
+    np.testing.assert_array_equal(windows.at(phases, (1,)), [[[1.0, -np.inf]]])
