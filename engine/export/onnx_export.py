@@ -4,16 +4,14 @@ The net is built here in TEST phase with its own input shapes (Input layers
 or the input header), so every blob shape is known; each layer then goes
 through its type's converter (engine/export/onnx_*.py), which writes ONNX
 nodes with Caffe's exact arithmetic. Shapes in the model are static, as the
-net's are. A layer with no ONNX form is a one-line error naming it.
+net's are. A layer with no ONNX form is a one-line error naming it; when the
+model's outputs are chosen, only the layers they depend on are converted,
+so a net can be exported up to such a layer (SSD's DetectionOutput).
 """
-
-import argparse
-import sys
 
 import numpy as np
 
 from .. import caffe_pb2, formats, netgraph
-from ..errors import CaffeError
 from .onnx_graph import CONVERTERS, ExportError, Graph, LayerContext, float_input
 from . import onnx_forks, onnx_layers, onnx_neurons, onnx_vision  # noqa: F401  (register converters)
 
@@ -22,7 +20,25 @@ DEFAULT_OPSET = 21
 MIN_OPSET = 17
 # Layers that read files or generate batches: a deploy net has Input layers instead.
 DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "AnnotatedData",
-              "DenseImageData", "VideoData", "HDF5Output"}
+              "DenseImageData", "ImageLabelmapData", "VideoData", "HDF5Output"}
+_LABELLED = "needs labels: export a deploy net, which ends before the losses"
+# Why the layer types without a converter have none (others: "no ONNX equivalent").
+REFUSALS = {
+    "DetectionOutput": "SSD's decoding, per-class NMS with top_k and keep_top_k and its variable number of "
+                       "detections have no exact ONNX form; export the blobs it reads instead (--outputs, "
+                       "e.g. mbox_loc,mbox_conf_flatten,mbox_priorbox) and run the NMS outside",
+    "PSROIPooling": "ONNX has no position-sensitive ROI pooling",
+    "Python": "a Python layer's code has no ONNX form",
+    "LSTM": "Caffe's recurrent layers (reset by the cont input) have no exact ONNX form",
+    "RNN": "Caffe's recurrent layers (reset by the cont input) have no exact ONNX form",
+    "LSTMUnit": "Caffe's recurrent layers (reset by the cont input) have no exact ONNX form",
+    "Filter": "its output size depends on the data",
+    "LargeMarginInnerProduct": "its scores depend on the label in TEST as well",
+    "MarginInnerProduct": "its scores depend on the label",
+    **{name: _LABELLED for name in ("Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
+                                    "ContrastiveLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss",
+                                    "SmoothL1Loss", "MultiBoxLoss", "DetectionEvaluate")},
+}
 
 
 def supported_types():
@@ -47,6 +63,16 @@ def check_deploy(param, source=None):
                               "input header")
 
 
+def _needed_layers(tops, bottoms, outputs):
+    """Indices of the layers that the blobs `outputs` depend on (`tops`, `bottoms`: names per layer)."""
+    needed, wanted = set(), set(outputs)
+    for index in range(len(tops) - 1, -1, -1):
+        if wanted.intersection(tops[index]):
+            needed.add(index)
+            wanted.update(bottoms[index])
+    return needed
+
+
 def _last_writers(net):
     last = {}
     for index, tops in enumerate(net.top_names.values()):
@@ -59,7 +85,8 @@ def export_net(net, opset=DEFAULT_OPSET, source=None, outputs=None):
     """The ONNX ModelProto computing `net`'s outputs from its Input blobs, with its weights.
 
     `outputs` names the blobs the model returns (default: the net's outputs);
-    each is the blob's final value, after any in-place layers.
+    each is the blob's final value, after any in-place layers. Only the layers
+    those blobs depend on are converted.
     """
     import onnx
     from onnx import helper
@@ -70,27 +97,36 @@ def export_net(net, opset=DEFAULT_OPSET, source=None, outputs=None):
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ExportError(f"opset {opset} is not supported: choose {MIN_OPSET} to "
                           f"{onnx.defs.onnx_opset_version()}")
+    blobs = net.blobs
+    outputs = list(outputs or net.outputs)
+    for name in outputs:
+        if name not in blobs:
+            raise ExportError(f"{source + ': ' if source else ''}no blob named '{name}' in net '{net.name}' "
+                              "to export as an output")
+    tops, bottoms = list(net.top_names.values()), list(net.bottom_names.values())
+    needed = _needed_layers(tops, bottoms, outputs)
     graph = Graph(opset)
     tensors, inputs = {}, []
     last = _last_writers(net)
-    blobs = net.blobs
     graph.used.update(blobs)  # a blob's name is kept for its final value
-    for index, (layer, bottom_names, top_names) in enumerate(
-            zip(net.layers, net.bottom_names.values(), net.top_names.values())):
+    for index, (layer, bottom_names, top_names) in enumerate(zip(net.layers, bottoms, tops)):
         if layer.type == "Input":
             for name in top_names:
                 tensors[name] = name
                 inputs.append(float_input(tensors[name], blobs[name].shape))
             continue
+        if index not in needed:
+            continue
         outs = [name if last[name] == index and name not in tensors else graph.fresh(f"{name}/{layer.name}")
                 for name in top_names]
         function = CONVERTERS.get(layer.type)
         if function is None:
-            raise ExportError(f"{_where(source, layer.name)}layer '{layer.name}' ({layer.type}): "
-                              "no ONNX equivalent")
+            reason = REFUSALS.get(layer.type, "no ONNX equivalent")
+            raise ExportError(f"{_where(source, layer.name)}layer '{layer.name}' ({layer.type}): {reason}")
         ctx = LayerContext(graph, layer, [tensors[name] for name in bottom_names],
                            [blobs[name].shape for name in bottom_names],
-                           [blobs[name].shape for name in top_names], outs)
+                           [blobs[name].shape for name in top_names], outs,
+                           net.bottom_blobs(index), net.top_blobs(index))
         try:
             produced = function(ctx)
         except ExportError as exc:
@@ -99,7 +135,8 @@ def export_net(net, opset=DEFAULT_OPSET, source=None, outputs=None):
             if produced is not None and produced[position] != outs[position]:
                 graph.add("Identity", [produced[position]], [outs[position]], f"{layer.name}/Identity")
             tensors[name] = outs[position]
-    outputs = [name for name in (outputs or net.outputs) if tensors[name] not in {i.name for i in inputs}]
+    input_names = {i.name for i in inputs}
+    outputs = [name for name in outputs if tensors[name] not in input_names]
     onnx_graph = helper.make_graph(graph.nodes, net.name or "net", inputs,
                                    [float_input(tensors[name], blobs[name].shape) for name in outputs],
                                    graph.initializers)
@@ -134,13 +171,22 @@ def run_onnx(model, feeds):
     return dict(zip(names, session.run(names, feeds)))
 
 
-def agreement(net, model, seed=0):
-    """Relative difference max|ours - onnx| / max|ours| per model output, on one random input."""
+def input_names(net):
+    """The blobs an exported model takes as inputs: the tops of the net's Input layers."""
+    return [name for layer, tops in zip(net.layers, net.top_names.values()) if layer.type == "Input"
+            for name in tops]
+
+
+def agreement(net, model, seed=0, feeds=None):
+    """Relative difference max|ours - onnx| / max|ours| per model output.
+
+    Inputs are standard normal draws (seeded), except those given in `feeds`.
+    """
     rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in net.inputs or [n for layer, tops in zip(net.layers, net.top_names.values())
-                               if layer.type == "Input" for n in tops]:
-        feeds[name] = rng.standard_normal(net.blobs[name].shape).astype(np.float32)
+    feeds = dict(feeds or {})
+    for name in input_names(net):
+        if name not in feeds:
+            feeds[name] = rng.standard_normal(net.blobs[name].shape).astype(np.float32)
         net.blobs[name].data[...] = feeds[name]
     net.forward()
     theirs = run_onnx(model, feeds)
@@ -151,35 +197,3 @@ def agreement(net, model, seed=0):
         scale = max(float(np.max(np.abs(ours))) if ours.size else 0.0, 1e-30)
         result[name] = float(np.max(np.abs(ours - value))) / scale if ours.size else 0.0
     return result
-
-
-def main(argv=None):
-    """`export_onnx --model DEPLOY --weights W --output X.onnx [--opset N] [--check]`."""
-    parser = argparse.ArgumentParser(prog="export_onnx", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="deploy net prototxt (Input layers or input header)")
-    parser.add_argument("--weights", required=True, help=".caffemodel or HDF5 weights")
-    parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset ({MIN_OPSET} or newer; default {DEFAULT_OPSET})")
-    parser.add_argument("--check", action="store_true",
-                        help="run the model in ONNX Runtime on a random input and print its agreement "
-                             "with this engine")
-    args = parser.parse_args(argv)
-    import onnx
-
-    try:
-        net = build_net(args.model, args.weights)
-        model = export_net(net, args.opset, source=args.model)
-        onnx.save(model, args.output)
-        print(f"wrote {args.output}: {len(model.graph.node)} nodes, opset {args.opset}")
-        if args.check:
-            for name, error in agreement(net, model).items():
-                print(f"output {name}: max |engine - onnxruntime| / max |engine| = {error:.2e}")
-    except CaffeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

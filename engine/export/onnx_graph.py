@@ -72,7 +72,8 @@ class Graph:
 class LayerContext:
     """What a converter sees of one layer, and where it writes."""
 
-    def __init__(self, graph, layer, bottoms, bottom_shapes, top_shapes, top_names):
+    def __init__(self, graph, layer, bottoms, bottom_shapes, top_shapes, top_names, bottom_blobs=(),
+                 top_blobs=()):
         self.graph = graph
         self.layer = layer
         self.param = layer.param
@@ -83,6 +84,8 @@ class LayerContext:
         self.top_shapes = [tuple(s) for s in top_shapes]
         self._top_names = top_names
         self.blobs = [np.asarray(blob.data, dtype=np.float32) for blob in layer.blobs]
+        # The engine's Blobs, for layers whose output depends on shapes only (computed once, here).
+        self.bottom_blobs, self.top_blobs = list(bottom_blobs), list(top_blobs)
 
     @property
     def opset(self):

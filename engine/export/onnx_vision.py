@@ -30,7 +30,8 @@ def _batched(ctx, x, shape, channel_axis):
 @converter("Convolution", "Deconvolution")
 def convolution(ctx):
     layer = ctx.layer
-    op_type = "Conv" if ctx.type == "Convolution" else "ConvTranspose"
+    # The forks' depthwise types are Convolutions too (registered in onnx_forks).
+    op_type = "ConvTranspose" if ctx.type == "Deconvolution" else "Conv"
     inputs = [ctx.const(ctx.blobs[0], "weight")]
     if layer.bias_term:
         inputs.append(ctx.const(ctx.blobs[1], "bias"))
@@ -50,12 +51,16 @@ def _end_pad(size, kernel, stride, pad, out):
     return max((out - 1) * stride + kernel - size - pad, 0)
 
 
-def pool(ctx, x, shape, pooling, out=None):
-    """Caffe's Pooling (`pooling`: the engine's built PoolingLayer) of `x`, of 4-D `shape`."""
+def pool(ctx, x, shape, pooling, out=None, mask=None):
+    """Caffe's Pooling (`pooling`: the engine's built PoolingLayer) of `x`, of 4-D `shape`.
+
+    `mask` names a tensor for MAX's second top: each maximum's index h * W + w
+    in its input plane, as a float (ONNX's indices run over the whole tensor).
+    """
     spatial = shape[2:]
     if pooling.method not in (MAX, AVE):
         raise ctx.error("STOCHASTIC pooling has no ONNX equivalent")
-    if pooling.global_pooling:
+    if pooling.global_pooling and mask is None:
         return ctx.op("GlobalMaxPool" if pooling.method == MAX else "GlobalAveragePool", [x], out=out)
     kernel, stride, begin = list(pooling.kernel), list(pooling.stride), list(pooling.pad)
     out_shape = list(pooling.out_shape)
@@ -65,6 +70,14 @@ def pool(ctx, x, shape, pooling, out=None):
             raise ctx.error(f"no ONNX padding gives Caffe's output size {o} (size {s}, kernel {k}, "
                             f"stride {st}, pad {b})")
     attrs = dict(kernel_shape=kernel, strides=stride)
+    if mask is not None:
+        if any(b >= k or e >= k for b, e, k in zip(begin, end, kernel)):
+            raise ctx.error("the argmax mask top of a pooling whose windows lie wholly in the padding "
+                            "has no ONNX equivalent")
+        y, index = ctx.op("MaxPool", [x], outputs=2, pads=begin + end, **attrs)
+        plane = ctx.ints([spatial[0] * spatial[1]], "plane")
+        ctx.op("Cast", [ctx.op("Mod", [index, plane])], out=mask, to=1)
+        return ctx.op("Identity", [y], out=out)
     if pooling.method == MAX:
         if any(begin + end) and all(b < k and e < k for b, e, k in zip(begin, end, kernel)):
             return ctx.op("MaxPool", [x], out=out, pads=begin + end, **attrs)
@@ -86,9 +99,9 @@ def pool(ctx, x, shape, pooling, out=None):
 
 @converter("Pooling")
 def pooling(ctx):
-    if len(ctx.top_shapes) > 1:
-        raise ctx.error("the argmax mask top of MAX pooling has no ONNX equivalent")
-    return [pool(ctx, ctx.bottoms[0], ctx.bottom_shapes[0], ctx.layer, out=ctx.out(0))]
+    mask = ctx.out(1) if len(ctx.top_shapes) > 1 else None
+    return [pool(ctx, ctx.bottoms[0], ctx.bottom_shapes[0], ctx.layer, out=ctx.out(0), mask=mask)] + \
+        ([mask] if mask else [])
 
 
 @converter("SPP")
