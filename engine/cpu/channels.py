@@ -162,5 +162,9 @@ def copy(source, target):
     size = source.size
     chunk = 1 << 15
     for index in prange((size + chunk - 1) // chunk):
-        for k in range(index * chunk, min(size, (index + 1) * chunk)):
-            target[k] = source[k]
+        start = index * chunk
+        stop = min(size, start + chunk)
+        # Views from index 0: no wraparound checks, so the loop vectorizes.
+        s, t = source[start:stop], target[start:stop]
+        for k in range(stop - start):
+            t[k] = s[k]

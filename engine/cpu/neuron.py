@@ -19,16 +19,19 @@ def relu_forward(x, slope, y):
     s = x.dtype.type(slope)
     leaky = slope != 0
     for chunk in prange((size + CHUNK - 1) // CHUNK):
-        stop = min(size, (chunk + 1) * CHUNK)
+        start = chunk * CHUNK
+        stop = min(size, start + CHUNK)
+        # Views from index 0: no wraparound checks, so the loops vectorize.
+        xs, ys = x[start:stop], y[start:stop]
         # Selects, not branches (signs arrive at random); NaN stays NaN as in np.maximum.
         if leaky:
-            for k in range(chunk * CHUNK, stop):
-                v = x[k]
-                y[k] = v if v > zero else v * s
+            for k in range(stop - start):
+                v = xs[k]
+                ys[k] = v if v > zero else v * s
         else:
-            for k in range(chunk * CHUNK, stop):
-                v = x[k]
-                y[k] = v if (v > zero or v != v) else zero
+            for k in range(stop - start):
+                v = xs[k]
+                ys[k] = v if (v > zero or v != v) else zero
 
 
 @njit(**OPTIONS)
@@ -37,5 +40,8 @@ def relu_backward(x, dy, slope, dx):
     one = x.dtype.type(1)
     s = x.dtype.type(slope)
     for chunk in prange((size + CHUNK - 1) // CHUNK):
-        for k in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK)):
-            dx[k] = dy[k] * (one if x[k] > 0 else s)
+        start = chunk * CHUNK
+        stop = min(size, start + CHUNK)
+        xs, dys, dxs = x[start:stop], dy[start:stop], dx[start:stop]
+        for k in range(stop - start):
+            dxs[k] = dys[k] * (one if xs[k] > 0 else s)

@@ -20,11 +20,15 @@ def update(diff, data, history, scale, decay, regularization, rate, momentum, no
     size = diff.size
     zero = diff.dtype.type(0)
     for chunk in prange((size + CHUNK - 1) // CHUNK):
-        for k in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK)):
-            g = diff[k]
+        start = chunk * CHUNK
+        stop = min(size, start + CHUNK)
+        # Views from index 0: no wraparound checks, so the loop vectorizes.
+        grads, weights, moments = diff[start:stop], data[start:stop], history[start:stop]
+        for k in range(stop - start):
+            g = grads[k]
             if normalize:
                 g = g * scale
-            w = data[k]
+            w = weights[k]
             if regularization == 1:
                 g = g + w * decay
             elif regularization == 2:
@@ -34,10 +38,10 @@ def update(diff, data, history, scale, decay, regularization, rate, momentum, no
                 elif w < zero:
                     sign = diff.dtype.type(-1)
                 g = g + sign * decay
-            h = history[k] * momentum
+            h = moments[k] * momentum
             g = g * rate
             h = h + g
-            history[k] = h
-            diff[k] = h
+            moments[k] = h
+            grads[k] = h
             if subtract:
-                data[k] = w - h
+                weights[k] = w - h
