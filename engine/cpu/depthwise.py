@@ -5,12 +5,43 @@ channel o reads input channel o // multiplier (multiplier = outputs per
 input channel). Every pass walks the kernel offsets over whole rows; the
 inner loops run over views from index 0 (a possibly negative index would
 make numba check for wraparound and stop LLVM from vectorizing them).
+
+Narrow planes with stride 1 (rows shorter than FLAT_WIDTH, MobileNet's 56x56
+and smaller layers) would spend their time on loop overhead over rows a dozen
+values long; there each plane is copied once into a zero-padded buffer and
+every kernel offset becomes one long loop over the flattened plane
+(`_padded_plane`): output q = oh * padded_width + ow reads input q + offset,
+and the columns past the output width are computed and dropped.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from . import OPTIONS
+
+# Stride-1 planes with output rows shorter than these take the flattened loops (forward and
+# bottom diff; weight diff, whose float64 partial sums per offset outgrow the cache sooner).
+FLAT_WIDTH, FLAT_WIDTH_WEIGHT = 64, 32
+
+
+@njit(inline="always")
+def _padded_plane(plane, top, left, rows, row_width):
+    """A zero buffer of rows * row_width (+ row_width of slack), `plane` (H, W) copied in at (top, left)."""
+    height, width = plane.shape
+    buffer = np.zeros((rows + 1) * row_width, dtype=plane.dtype)
+    for h in range(height):
+        line = plane[h]
+        into = buffer[(h + top) * row_width + left:(h + top) * row_width + left + width]
+        for k in range(width):
+            into[k] = line[k]
+    return buffer
+
+
+@njit(inline="always")
+def _flat(sh, sw, ph, pw, dh, dw, kh, kw, out_w, limit):
+    """Whether the flattened loops serve: stride 1, rows under `limit`, padding within the kernel's reach."""
+    return (sh == 1 and sw == 1 and out_w < limit and 0 <= ph <= dh * (kh - 1)
+            and 0 <= pw <= dw * (kw - 1))
 
 
 @njit(inline="always")
@@ -41,6 +72,27 @@ def forward(x, weight, bias, with_bias, sh, sw, ph, pw, dh, dw, y):
         o = task % outputs
         c = o // multiplier
         start = bias[o] if with_bias else y.dtype.type(0)
+        if _flat(sh, sw, ph, pw, dh, dw, kh, kw, out_w, FLAT_WIDTH):
+            # Same additions per output, same order: bias, then the offsets row-major (padding adds 0).
+            row_width = width + 2 * pw
+            padded = _padded_plane(x[n, c], ph, pw, height + 2 * ph, row_width)
+            count = out_h * row_width
+            acc = np.empty(count, dtype=y.dtype)
+            for q in range(count):
+                acc[q] = start
+            for i in range(kh):
+                for j in range(kw):
+                    w = weight[o, i, j]
+                    shift = i * dh * row_width + j * dw
+                    taps = padded[shift:shift + count]
+                    for q in range(count):
+                        acc[q] += w * taps[q]
+            for oh in range(out_h):
+                target = y[n, o, oh]
+                source = acc[oh * row_width:oh * row_width + out_w]
+                for ow in range(out_w):
+                    target[ow] = source[ow]
+            continue
         row = np.empty(out_w, dtype=y.dtype)
         for oh in range(out_h):
             for ow in range(out_w):
@@ -80,6 +132,27 @@ def backward_data(dy, weight, sh, sw, ph, pw, dh, dw, dx):
         n = task // channels
         c = task % channels
         plane = dx[n, c]
+        if _flat(sh, sw, ph, pw, dh, dw, kh, kw, out_w, FLAT_WIDTH):
+            # dx = dy padded by d(k-1) - p, correlated with the kernel rotated by 180 degrees.
+            top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+            row_width = out_w + 2 * left
+            count = height * row_width
+            acc = np.zeros(count, dtype=dx.dtype)
+            for o in range(c * multiplier, (c + 1) * multiplier):
+                padded = _padded_plane(dy[n, o], top, left, out_h + 2 * top, row_width)
+                for i in range(kh):
+                    for j in range(kw):
+                        w = weight[o, i, j]
+                        shift = (kh - 1 - i) * dh * row_width + (kw - 1 - j) * dw
+                        taps = padded[shift:shift + count]
+                        for q in range(count):
+                            acc[q] += w * taps[q]
+            for h in range(height):
+                line = plane[h]
+                source = acc[h * row_width:h * row_width + width]
+                for k in range(width):
+                    line[k] = source[k]
+            continue
         for h in range(height):
             line = plane[h]
             for k in range(width):
@@ -118,8 +191,38 @@ def backward_weight(x, dy, sh, sw, ph, pw, dh, dw, weight_diff):
     outputs, kh, kw = weight_diff.shape
     out_h, out_w = dy.shape[2], dy.shape[3]
     multiplier = outputs // channels
+    flat = _flat(sh, sw, ph, pw, dh, dw, kh, kw, out_w, FLAT_WIDTH_WEIGHT)
     for o in prange(outputs):
         c = o // multiplier
+        if flat:
+            # Per offset, float64 partial sums over the flattened plane: dy with zeros in the dropped
+            # columns, times the zero-padded input shifted by the offset.
+            row_width = width + 2 * pw
+            count = out_h * row_width
+            partial = np.zeros((kh * kw, count))
+            grad = np.zeros(count, dtype=dy.dtype)
+            for n in range(num):
+                padded = _padded_plane(x[n, c], ph, pw, height + 2 * ph, row_width)
+                for oh in range(out_h):
+                    line = dy[n, o, oh]
+                    into = grad[oh * row_width:oh * row_width + out_w]
+                    for k in range(out_w):
+                        into[k] = line[k]
+                for i in range(kh):
+                    for j in range(kw):
+                        shift = i * dh * row_width + j * dw
+                        taps = padded[shift:shift + count]
+                        sums = partial[i * kw + j]
+                        for q in range(count):
+                            sums[q] += np.float64(grad[q] * taps[q])
+            for i in range(kh):
+                for j in range(kw):
+                    sums = partial[i * kw + j]
+                    total = 0.0
+                    for q in range(count):
+                        total += sums[q]
+                    weight_diff[o, i, j] += total
+            continue
         row = np.zeros(out_w)
         for i in range(kh):
             for j in range(kw):
