@@ -5,8 +5,17 @@ a bug and keeps its traceback.
 """
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
 class CaffeError(Exception):
-    """Base of every error caused by the user's input rather than a bug."""
+    """Base of every error caused by the user's input rather than a bug. Its text is one line:
+    control characters quoted from the user's files (a newline in a name, a stray carriage
+    return) are shown escaped."""
+
+    def __str__(self):
+        return super().__str__().translate(_CONTROL)
 
 
 class ProtoError(CaffeError):
@@ -36,6 +45,10 @@ class WeightsError(CaffeError):
 
 class SolverError(CaffeError):
     """A solver definition or state that cannot be used."""
+
+
+class DivergedError(SolverError):
+    """Training whose loss or weights became NaN or infinite; stopped before a snapshot."""
 
 
 class DataError(CaffeError):

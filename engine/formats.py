@@ -18,6 +18,9 @@ from .errors import ProtoError, WeightsError
 
 # -- generic text / binary ----------------------------------------------------
 
+# What h5py raises for a file that is truncated or garbled (HDF5's own errors surface as these).
+HDF5_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
+
 
 def parse_text(text, message, source="<string>"):
     """Merge prototxt `text` into `message`; syntax errors name source:line:column."""
@@ -66,7 +69,8 @@ def read_binary(path, message_type):
     try:
         message.ParseFromString(raw)
     except pb_message.DecodeError as exc:
-        raise ProtoError(f"{path}: not a binary {message_type.DESCRIPTOR.name} ({exc})") from None
+        raise ProtoError(f"{path}: not a binary {message_type.DESCRIPTOR.name}, or truncated or garbled "
+                         f"({exc})") from None
     return message
 
 
@@ -203,7 +207,10 @@ def legacy_shape_matches(proto, shape):
 def read_mean(path):
     """A mean `.binaryproto` (BlobProto) as a float32 array of shape (C, H, W) or as stored."""
     proto = read_binary(path, caffe_pb2.BlobProto)
-    array = blobproto_to_array(proto).astype(np.float32)
+    try:
+        array = blobproto_to_array(proto).astype(np.float32)
+    except ProtoError as exc:
+        raise ProtoError(f"{path}: {exc} (a truncated or garbled mean file?)") from None
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     return array
@@ -246,10 +253,13 @@ def _read_hdf5_weights(path):
     import h5py
 
     weights = {}
-    with h5py.File(path, "r") as handle:
-        if "data" not in handle:
-            raise WeightsError(f"{path}: HDF5 weights need a 'data' group")
-        _read_hdf5_layers(handle["data"], "", weights, h5py)
+    try:
+        with h5py.File(path, "r") as handle:
+            if "data" not in handle:
+                raise WeightsError(f"{path}: HDF5 weights need a 'data' group")
+            _read_hdf5_layers(handle["data"], "", weights, h5py)
+    except HDF5_READ_ERRORS as exc:
+        raise WeightsError(f"{path}: cannot read the HDF5 weights, truncated or garbled? ({exc})") from None
     return weights
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backend, caffe_pb2, formats, memory
 from .blob import Blob
-from .errors import CaffeError, LayerError, MemoryLimitError, NetError
+from .errors import CaffeError, LayerError, MemoryLimitError, NetError, ProtoError
 from .layers.base import layer_class
 from .netgraph import filter_net, insert_splits
 
@@ -466,7 +466,11 @@ class Net:
                         f"Source param shape is {formats.blob_shape(source)}; target param shape is "
                         f"{target.shape}. To learn this layer's parameters from scratch rather than copying "
                         "from a saved net, rename the layer.")
-                values = formats.blobproto_to_array(source, shape=target.shape)
+                try:
+                    values = formats.blobproto_to_array(source, shape=target.shape)
+                except ProtoError as exc:
+                    raise NetError(f"{path}: param {index} of layer '{layer.name}': {exc} (a truncated or "
+                                   "garbled file?)") from None
             else:
                 values = source
                 if tuple(values.shape) != target.shape:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, caffe_pb2
+from .. import backend, caffe_pb2, formats
 from ..errors import DataError
 from .base import Layer, register_layer
 
@@ -86,9 +86,9 @@ class HDF5DataLayer(Layer):
                         raise DataError(f"layer '{self.name}' (HDF5Data): dataset {name} in {path} has "
                                         f"unsupported type {dataset.dtype}")
                     arrays.append(np.asarray(dataset, dtype=np.float32))
-        except OSError as exc:
-            raise DataError(f"layer '{self.name}' (HDF5Data): Failed opening HDF5 file: {path} ({exc})") \
-                from None
+        except formats.HDF5_READ_ERRORS as exc:
+            raise DataError(f"layer '{self.name}' (HDF5Data): Failed reading HDF5 file: {path} (truncated or "
+                            f"garbled? {exc})") from None
         rows = arrays[0].shape[0]
         for name, array in zip(self.names, arrays):
             if array.shape[0] != rows:

@@ -71,7 +71,11 @@ def _read_binary(path):
         proto = formats.read_binary(path, caffe_pb2.SolverState)
     except ProtoError as exc:
         raise SolverError(f"cannot read solver state: {exc}") from None
-    history = [formats.blobproto_to_array(blob) for blob in proto.history]
+    try:
+        history = [formats.blobproto_to_array(blob) for blob in proto.history]
+    except ProtoError as exc:
+        raise SolverError(f"cannot read solver state {path}: a history blob: {exc} (truncated or garbled?)") \
+            from None
     return SolverStateData(proto.iter, proto.learned_net, proto.current_step, history)
 
 
@@ -96,10 +100,11 @@ def _read_hdf5(path):
             history = [np.asarray(group[str(i)]) for i in range(len(group))]
             return SolverStateData(int(_scalar(handle["iter"][()])), learned.rstrip("\0"),
                                    int(_scalar(handle["current_step"][()])), history)
-    except OSError as exc:
-        raise SolverError(f"cannot read solver state {path}: {exc}") from None
     except KeyError as exc:
-        raise SolverError(f"{path}: history blobs are not numbered 0..N-1 ({exc})") from None
+        raise SolverError(f"cannot read solver state {path}: history blobs are not numbered 0..N-1, or the "
+                          f"file is garbled ({exc})") from None
+    except formats.HDF5_READ_ERRORS as exc:
+        raise SolverError(f"cannot read solver state {path}: truncated or garbled? ({exc})") from None
 
 
 def read(path):

@@ -209,6 +209,19 @@ def test_hdf5_data_errors(tmp_path, monkeypatch):
     (tmp_path / "rows.txt").write_text("rows.h5\n")
     with pytest.raises(DataError, match="has 2 rows but data has 3"):
         make_layer(text.format("rows.txt"))
+    # Rows whose shape changes from one file to the next, and a file cut short.
+    write_h5("first.h5", np.zeros((2, 3)), np.zeros(2))
+    write_h5("second.h5", np.zeros((2, 4)), np.zeros(2))
+    (tmp_path / "two.txt").write_text("first.h5\nsecond.h5\n")
+    layer, top = make_layer(text.format("two.txt"))
+    with pytest.raises(DataError, match=r"second.h5: dataset data rows have shape \(4,\), but the first file's "
+                                        r"have \(3,\)"):
+        forward(layer, top)
+    with open("first.h5", "rb") as handle:
+        (tmp_path / "cut.h5").write_bytes(handle.read()[:1000])
+    (tmp_path / "cut.txt").write_text("cut.h5\n")
+    with pytest.raises(DataError, match=r"Failed reading HDF5 file: cut.h5 \(truncated or garbled\?"):
+        make_layer(text.format("cut.txt"))
 
 
 def test_hdf5_output_writes_data_and_label(tmp_path):

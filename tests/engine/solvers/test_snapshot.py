@@ -2,6 +2,7 @@
 restores that refuse a state of another net without changing anything."""
 
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -187,3 +188,16 @@ def test_prefix_defaults_to_solver_file_name(tmp_path, monkeypatch):
     assert solver.param.snapshot_prefix == "mysolver"
     solver.solve()
     assert os.path.exists("mysolver_iter_1.caffemodel")
+
+
+@pytest.mark.parametrize("fmt, ext", [("BINARYPROTO", ".solverstate"), ("HDF5", ".solverstate.h5")])
+def test_truncated_state_is_refused_in_one_line(tmp_path, fmt, ext):
+    solver = make(tmp_path, f"snapshot_format: {fmt}")
+    solver.step(1)
+    _, state = solver.snapshot()
+    raw = Path(state).read_bytes()
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(raw[:len(raw) * 2 // 3])
+    with pytest.raises(SolverError, match=rf"cannot read solver state.*{cut.name}.*truncated or garbled") as info:
+        make(tmp_path).restore(str(cut))
+    assert "\n" not in str(info.value)
