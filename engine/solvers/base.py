@@ -15,7 +15,7 @@ import numpy as np
 from .. import backend
 from ..errors import SolverError
 from ..log import at, number
-from . import lr_policy, signals
+from . import finite, lr_policy, signals
 from .detection_test import DetectionTestMixin, check_eval_param
 from .netsetup import build_test_nets, build_train_net, read_solver_param
 from .snapshot import SnapshotMixin
@@ -64,6 +64,10 @@ class Solver(SnapshotMixin, DetectionTestMixin):
             raise SolverError("display, snapshot and test_interval must not be negative")
         if any(n < 0 for n in p.test_iter):
             raise SolverError(f"test_iter must not be negative (got {list(p.test_iter)})")
+        for field, value in p.ListFields():
+            if field.cpp_type in (field.CPPTYPE_FLOAT, field.CPPTYPE_DOUBLE) and not field.is_repeated \
+                    and not np.isfinite(value):
+                raise SolverError(f"{field.name} must be a finite number (got {value})")
         lr_policy.check(p)
         check_eval_param(p)
         self.check_param()
@@ -101,6 +105,12 @@ class Solver(SnapshotMixin, DetectionTestMixin):
 
     # -- the loop ------------------------------------------------------------------------
     def step(self, iters):
+        """Caffe's Step. NumPy's floating-point warnings are off: a loss or weights that stop
+        being finite stop the run with one message (finite.py) instead."""
+        with np.errstate(all="ignore"):
+            self._step(iters)
+
+    def _step(self, iters):
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self._losses = []
@@ -123,6 +133,7 @@ class Solver(SnapshotMixin, DetectionTestMixin):
                 if self.net.debug_info:
                     self._backward_debug_info()
             loss /= np.float32(p.iter_size)
+            finite.check_loss(self, loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             if display:
                 timer = self._display(timer)
@@ -187,6 +198,10 @@ class Solver(SnapshotMixin, DetectionTestMixin):
 
     def solve(self, resume_file=None):
         """Caffe's Solve: (restore,) step to max_iter, final snapshot, final display and test."""
+        with np.errstate(all="ignore"):
+            self._solve(resume_file)
+
+    def _solve(self, resume_file):
         p = self.param
         log.info("Solving %s", self.net.name, extra=at("solver.cpp:289"))
         log.info("Learning Rate Policy: %s", p.lr_policy, extra=at("solver.cpp:290"))
@@ -205,6 +220,7 @@ class Solver(SnapshotMixin, DetectionTestMixin):
             return
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_from_to()
+            finite.check_loss(self, loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             log.info("Iteration %d, loss = %s", self.iter, number(self.smoothed_loss), extra=at("solver.cpp:327"))
         if p.test_interval and self.iter % p.test_interval == 0:

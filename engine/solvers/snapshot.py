@@ -18,6 +18,7 @@ import numpy as np
 from .. import backend, caffe_pb2, formats
 from ..errors import SolverError
 from ..log import at
+from . import finite
 from . import state as statefile
 
 log = logging.getLogger("engine.solver")
@@ -47,7 +48,9 @@ class SnapshotMixin:
                               "exists and is writeable.") from None
 
     def snapshot(self):
-        """Write the learned net, then the solver state; returns (model path, state path)."""
+        """Write the learned net, then the solver state; returns (model path, state path).
+        Weights that are NaN or infinite are refused (DivergedError), never written."""
+        finite.check_params(self)
         hdf5 = self.param.snapshot_format == HDF5
         if self.param.snapshot_format not in (HDF5, BINARYPROTO):
             raise SolverError("Unsupported snapshot format.")
