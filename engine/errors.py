@@ -47,6 +47,10 @@ class SolverError(CaffeError):
     """A solver definition or state that cannot be used."""
 
 
+class SnapshotError(SolverError):
+    """A snapshot that could not be written (a full disk); the previous one is left whole."""
+
+
 class DivergedError(SolverError):
     """Training whose loss or weights became NaN or infinite; stopped before a snapshot."""
 

@@ -1,10 +1,12 @@
 """Reading and writing Caffe's files: prototxt, binary protos, weights, means.
 
 The only module (with upgrade.py) that touches protobuf's text and wire
-formats. Files are written atomically (temporary file, then rename), so an
-interrupted write never leaves a half-written snapshot behind.
+formats. Files are written atomically and durably (temporary file, fsync,
+rename, fsync of the folder), so an interrupted write, a crash or a full disk
+never leaves a half-written snapshot behind.
 """
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -83,19 +85,50 @@ def read_text_or_binary(path, message_type):
         return read_text(path, message_type)
 
 
-def atomic_write(path, data):
-    """Write bytes to `path` through a temporary file in the same folder."""
+@contextlib.contextmanager
+def durable_replace(path):
+    """Yield a temporary name in `path`'s folder to write; then flush it to the disk (fsync),
+    rename it over `path` and flush the folder, so that after a crash or a power cut `path` is
+    the old file or the new one, whole. A failed write (a full disk) removes the temporary
+    file and leaves `path` as it was."""
     path = Path(path)
-    mode = "w" if isinstance(data, str) else "wb"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as handle:
-            handle.write(data)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    sync_folder(folder)
+
+
+def sync_folder(folder):
+    """fsync a folder, so that a rename in it survives a crash (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data):
+    """Write bytes (or text) to `path` durably: a temporary file, fsync, rename, fsync of the folder."""
+    with durable_replace(path) as tmp:
+        with open(tmp, "w" if isinstance(data, str) else "wb") as handle:
+            handle.write(data)
 
 
 def write_text(path, message):
@@ -283,10 +316,7 @@ def write_hdf5_weights(path, layers, write_diff=False):
     """Caffe's Net::ToHDF5 layout: /data/<layer>/<i> (and /diff/<layer>/<i>)."""
     import h5py
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with durable_replace(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             data = handle.create_group("data")
             diff = handle.create_group("diff") if write_diff else None
@@ -297,8 +327,3 @@ def write_hdf5_weights(path, layers, write_diff=False):
                     group.create_dataset(str(i), data=backend.to_host(values).astype(np.float32, copy=False))
                     if dgroup is not None:
                         dgroup.create_dataset(str(i), data=backend.to_host(grads).astype(np.float32, copy=False))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -8,6 +8,7 @@ net before changing anything, so a snapshot of another net is refused with one
 message and the solver (and every file) is left as it was.
 """
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, caffe_pb2, formats
-from ..errors import SolverError
+from ..errors import SnapshotError, SolverError
 from ..log import at
 from . import finite
 from . import state as statefile
@@ -49,25 +50,50 @@ class SnapshotMixin:
 
     def snapshot(self):
         """Write the learned net, then the solver state; returns (model path, state path).
-        Weights that are NaN or infinite are refused (DivergedError), never written."""
+
+        Weights that are NaN or infinite are refused (DivergedError), never written. Each file is
+        written durably (formats.durable_replace); when a write fails (a full disk), the files of
+        this snapshot are removed, the previous snapshot is left whole, and a SnapshotError says so.
+        """
         finite.check_params(self)
-        hdf5 = self.param.snapshot_format == HDF5
         if self.param.snapshot_format not in (HDF5, BINARYPROTO):
             raise SolverError("Unsupported snapshot format.")
+        written = []  # [path, whether it is new], the last one being written
+        try:
+            paths = self._write_snapshot(written)
+        except OSError as exc:
+            # Files this snapshot added go; a file of the same name written before stays as it was.
+            for path, new in written[:-1]:
+                if new:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            failed = written[-1][0] if written else self.snapshot_filename("")
+            previous = getattr(self, "last_snapshot", None)
+            kept = f"the previous snapshot {previous} is intact" if previous else "no earlier snapshot was written"
+            raise SnapshotError(f"iteration {self.iter}: cannot write the snapshot {failed}: "
+                                f"{exc.strerror or exc}; training stopped and {kept}") from None
+        self.last_snapshot = paths[1]
+        return paths
+
+    def _write_snapshot(self, written):
+        hdf5 = self.param.snapshot_format == HDF5
         if hdf5:
             model = self.snapshot_filename(".caffemodel.h5")
             log.info("Snapshotting to HDF5 file %s", model, extra=at("solver.cpp:472"))
+            written.append((model, not os.path.exists(model)))
             self.net.save_hdf5(model, write_diff=self.param.snapshot_diff)
             state = self.snapshot_filename(".solverstate.h5")
             log.info("Snapshotting solver state to HDF5 file %s", state, extra=at("sgd_solver.cpp:292"))
         else:
             model = self.snapshot_filename(".caffemodel")
             log.info("Snapshotting to binary proto file %s", model, extra=at("solver.cpp:464"))
+            written.append((model, not os.path.exists(model)))
             self.net.save(model, write_diff=self.param.snapshot_diff)
             state = self.snapshot_filename(".solverstate")
             log.info("Snapshotting solver state to binary proto file %s", state, extra=at("sgd_solver.cpp:284"))
         data = statefile.SolverStateData(self.iter, model, self.current_step,
                                          [backend.to_host(h) for h in self.history])
+        written.append((state, not os.path.exists(state)))
         statefile.write(state, data, hdf5=hdf5)
         return model, state
 

@@ -7,8 +7,6 @@ snapshots resume here and ours resume in Caffe. Writes are atomic: a
 temporary file renamed into place, never a half-written state.
 """
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +42,7 @@ def write_binary(path, state):
 def write_hdf5(path, state):
     import h5py
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with formats.durable_replace(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("iter", data=np.array([state.iter], dtype=np.int32))
             handle.create_dataset("learned_net", data=np.bytes_(state.learned_net.encode()))
@@ -55,11 +50,6 @@ def write_hdf5(path, state):
             group = handle.create_group("history")
             for index, array in enumerate(state.history):
                 group.create_dataset(str(index), data=backend.to_host(array).astype(np.float32, copy=False))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write(path, state, hdf5=False):

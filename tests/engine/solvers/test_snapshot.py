@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import caffe_pb2, formats
-from engine.errors import CaffeError, SolverError
+from engine.errors import CaffeError, SnapshotError, SolverError
 from engine.formats import parse_text
 from engine.solvers import get_solver
 from engine.solvers import state as statefile
@@ -108,7 +108,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(formats.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(SnapshotError, match="No space left on device"):
         solver.snapshot()
     monkeypatch.undo()
     assert names(tmp_path) == sorted(before)  # no temporary file left behind
@@ -119,7 +119,7 @@ def test_hdf5_state_write_is_atomic(tmp_path, monkeypatch):
     data = statefile.SolverStateData(3, "x.caffemodel.h5", 1, [np.ones((2, 2), np.float32)])
     target = tmp_path / "s.solverstate.h5"
     target.write_bytes(b"old")
-    monkeypatch.setattr(statefile.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    monkeypatch.setattr(formats.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError):
         statefile.write(target, data, hdf5=True)
     assert target.read_bytes() == b"old" and names(tmp_path) == ["s.solverstate.h5"]
@@ -201,3 +201,91 @@ def test_truncated_state_is_refused_in_one_line(tmp_path, fmt, ext):
     with pytest.raises(SolverError, match=rf"cannot read solver state.*{cut.name}.*truncated or garbled") as info:
         make(tmp_path).restore(str(cut))
     assert "\n" not in str(info.value)
+
+
+def test_files_are_flushed_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    solver = make(tmp_path)
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", "folder" if os.path.isdir(f"/proc/self/fd/{fd}") else
+                      os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(formats.os, "fsync", fsync)
+    monkeypatch.setattr(formats.os, "replace", replace)
+    solver.snapshot()
+    model_tmp, state_tmp = [name for kind, name in calls if kind == "fsync" and name != "folder"]
+    assert model_tmp.startswith(".run_iter_0.caffemodel.") and state_tmp.startswith(".run_iter_0.solverstate.")
+    assert calls == [("fsync", model_tmp), ("replace", "run_iter_0.caffemodel"), ("fsync", "folder"),
+                     ("fsync", state_tmp), ("replace", "run_iter_0.solverstate"), ("fsync", "folder")]
+
+
+@pytest.mark.parametrize("fmt", ["BINARYPROTO", "HDF5"])
+def test_full_disk_keeps_the_previous_snapshot_and_stops(tmp_path, monkeypatch, fmt):
+    solver = make(tmp_path, f"snapshot: 2 snapshot_format: {fmt}")
+    solver.step(2)
+    before = {n: (tmp_path / n).read_bytes() for n in names(tmp_path)}
+    real_fsync, count = os.fsync, [0]
+
+    def fsync(fd):  # the state file of the next snapshot meets a full disk (its model file is written)
+        count[0] += 1
+        if count[0] == 3:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(formats.os, "fsync", fsync)
+    with pytest.raises(SnapshotError) as info:
+        solver.step(2)
+    ext = ".solverstate.h5" if fmt == "HDF5" else ".solverstate"
+    assert str(info.value) == (f"iteration 4: cannot write the snapshot {tmp_path}/run_iter_4{ext}: No space left "
+                               f"on device; training stopped and the previous snapshot {tmp_path}/run_iter_2{ext} "
+                               "is intact")
+    assert {n: (tmp_path / n).read_bytes() for n in names(tmp_path)} == before
+
+
+SMALL_DISK = """
+import resource, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from engine import caffe_pb2
+from engine.errors import SnapshotError
+from engine.formats import parse_text
+from engine.solvers import get_solver
+p = parse_text('type: "SGD" base_lr: 0.01 lr_policy: "fixed" max_iter: 9 snapshot: 2 random_seed: 1 '
+               'snapshot_prefix: "' + sys.argv[1] + '/run"', caffe_pb2.SolverParameter())
+parse_text('layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 2 dim: 512 } '
+           'shape { dim: 2 } } } layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+           'inner_product_param { num_output: 64 weight_filler { type: "gaussian" std: 0.01 } } } '
+           'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }', p.net_param)
+solver = get_solver(p)
+solver.step(2)
+# The files may grow no larger than 64 KiB from now on: the next model (128 KiB) does not fit.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    solver.step(2)
+except SnapshotError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_that_fails_in_the_kernel_keeps_the_previous_snapshot(tmp_path):
+    """A real failing write (the file-size limit, as a full disk would): nothing half-written is left."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", SMALL_DISK, str(tmp_path), str(root)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"iteration 4: cannot write the snapshot {tmp_path}/run_iter_4.caffemodel: "
+                                     f"File too large; training stopped and the previous snapshot "
+                                     f"{tmp_path}/run_iter_2.solverstate is intact")
+    assert names(tmp_path) == ["run_iter_2.caffemodel", "run_iter_2.solverstate"]
+    assert formats.read_binary(tmp_path / "run_iter_2.solverstate", caffe_pb2.SolverState).iter == 2
