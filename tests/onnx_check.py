@@ -1,12 +1,16 @@
 """Shared helpers for the ONNX export tests: nets filled with random weights, and the
 exported model's agreement with the engine on every blob.
 
-Convolution and inner-product weights are He-scaled draws; every other
-parameter blob (BatchNorm's statistics and scale factor, Scale's and BN's
-factors) is drawn from [0.5, 1.5] and biases from N(0, 0.01). The statistics
-are deliberately not those of the data: normalizing each channel of a random
-net to its own statistics makes the net chaotic, so that float rounding
-(1e-7) grows to differences of 1e-3 within ONNX Runtime alone. Every blob is
+Convolution and inner-product weights are He-scaled draws; BatchNorm's
+statistics and scale factor and BN's and Normalize's blobs are drawn from
+[0.5, 1.5], Scale's factors from [0.5, 1] and biases from N(0, 0.01).
+The statistics are deliberately not those of the data: normalizing each
+channel of a random net to its own statistics makes the net chaotic, so that
+float rounding (1e-7) grows to differences of 1e-3 within ONNX Runtime
+alone. Scale's factors below 1 keep the residual nets' sums from growing
+block after block (in SE-ResNet, gates on sums of 1e3 amplify rounding the
+same way); factors much below 1 shrink DenseNet's late features until the
+biases cancel them. Every blob is
 an output of the tested model, so a saturated final Softmax hides nothing.
 """
 
@@ -48,13 +52,15 @@ def _fill(net, rng):
     for layer in net.layers:
         for index, blob in enumerate(layer.blobs):
             shape = blob.data.shape
-            if layer.type in ("BatchNorm", "BN", "Normalize") or (layer.type == "Scale" and index == 0):
-                blob.data[...] = rng.uniform(0.5, 1.5, shape)
+            if layer.type == "Scale" and index == 0:
+                blob.data[...] = rng.uniform(0.5, 1.0, shape).astype(np.float32)
+            elif layer.type in ("BatchNorm", "BN", "Normalize"):
+                blob.data[...] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
             elif index == 0 and len(shape) >= 2 and layer.type != "Embed":
                 fan_in = math.prod(shape[1:]) if layer.type != "Deconvolution" else shape[0] * math.prod(shape[2:])
-                blob.data[...] = rng.standard_normal(shape) * math.sqrt(2.0 / max(fan_in, 1))
+                blob.data[...] = rng.standard_normal(shape, np.float32) * np.float32(math.sqrt(2.0 / max(fan_in, 1)))
             else:
-                blob.data[...] = rng.standard_normal(shape) * 0.1
+                blob.data[...] = rng.standard_normal(shape, np.float32) * np.float32(0.1)
 
 
 def prepare(net, seed=0):
