@@ -109,6 +109,7 @@ def export_net(net, opset=DEFAULT_OPSET, source=None, outputs=None):
     tensors, inputs = {}, []
     last = _last_writers(net)
     graph.used.update(blobs)  # a blob's name is kept for its final value
+    fed = {name for layer, names in zip(net.layers, tops) if layer.type == "Input" for name in names}
     for index, (layer, bottom_names, top_names) in enumerate(zip(net.layers, bottoms, tops)):
         if layer.type == "Input":
             for name in top_names:
@@ -117,7 +118,9 @@ def export_net(net, opset=DEFAULT_OPSET, source=None, outputs=None):
             continue
         if index not in needed:
             continue
-        outs = [name if last[name] == index and name not in tensors else graph.fresh(f"{name}/{layer.name}")
+        # A blob's final value keeps its name (an Input blob's is taken by the graph's input);
+        # values that in-place layers overwrite later get fresh names.
+        outs = [name if last[name] == index and name not in fed else graph.fresh(f"{name}/{layer.name}")
                 for name in top_names]
         function = CONVERTERS.get(layer.type)
         if function is None:
