@@ -82,6 +82,12 @@ class Cursor:
         self.seek_to_first()
         return True
 
+    def seek(self, key):
+        """Stand on the record `key` (a snapshot's reader position); DataError if it is not there."""
+        if not self._seek(key):
+            raise DataError(f"{self.database.path}: no record with key {key!r} to resume from (the database "
+                            "changed since the snapshot?)")
+
     def read(self, count):
         """The next `count` (key, value) records, wrapping around as needed."""
         records = []
@@ -108,6 +114,13 @@ class _LmdbCursor(Cursor):
             self.key, self.value = self._cursor.key(), self._cursor.value()
         return moved
 
+    def _seek(self, key):
+        self._fresh = False
+        if not self._cursor.set_key(key):
+            return False
+        self.key, self.value = self._cursor.key(), self._cursor.value()
+        return True
+
     def close(self):
         txn = getattr(self, "_txn", None)
         if txn is not None:
@@ -125,6 +138,11 @@ class _LevelDbCursor(Cursor):
         except StopIteration:
             return False
         return True
+
+    def _seek(self, key):
+        self.close()
+        self._iterator = self.database.db.iterator(start=key)
+        return self._advance() and self.key == key
 
     def close(self):
         iterator = getattr(self, "_iterator", None)

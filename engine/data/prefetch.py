@@ -22,6 +22,14 @@ class _Failure:
         self.exc = exc
 
 
+def _weak(function):
+    """A callable returning `function`, holding a bound method weakly (None once its object is gone)."""
+    if hasattr(function, "__self__"):
+        method = weakref.WeakMethod(function)
+        return lambda: method()
+    return lambda: function
+
+
 class Prefetcher:
     """Runs `load_batch()` in a daemon thread; `get()` returns its results in order.
 
@@ -29,12 +37,13 @@ class Prefetcher:
     `stop()` is still collected, and its thread then ends by itself.
     """
 
-    def __init__(self, load_batch, count=4, name="prefetch"):
-        if hasattr(load_batch, "__self__"):
-            method = weakref.WeakMethod(load_batch)
-            self._load = lambda: method()
-        else:
-            self._load = lambda: load_batch
+    def __init__(self, load_batch, count=4, name="prefetch", reader_state=None):
+        """`reader_state()`, when given, is called in the thread after each batch; `consumed_state`
+        is then the reader's state after the last batch `get()` returned (what a snapshot records:
+        the batches still queued are made again, the same, from it)."""
+        self._load = _weak(load_batch)
+        self._state = _weak(reader_state) if reader_state is not None else None
+        self.consumed_state = None
         self._queue = queue.Queue(maxsize=max(1, int(count)))
         self._stop = threading.Event()
         self._failed = False
@@ -57,6 +66,8 @@ class Prefetcher:
                 return
             try:
                 item = load()
+                if self._state is not None:
+                    item = (item, self._state()())
             except BaseException as exc:  # handed to the consumer, never lost
                 item = _Failure(exc)
             del load  # hold no strong reference while waiting on the queue
@@ -77,6 +88,8 @@ class Prefetcher:
         if isinstance(item, _Failure):
             self._failed = True
             raise item.exc
+        if self._state is not None:
+            item, self.consumed_state = item
         return item
 
     @property

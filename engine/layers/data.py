@@ -35,7 +35,11 @@ class PrefetchingDataLayer(Layer):
     """Base of data layers whose batches a background thread prepares.
 
     Subclasses implement `load_batch()` -> (data, labels or None) as NumPy
-    arrays; `forward` copies the next one into the tops.
+    arrays; `forward` copies the next one into the tops. Those that also
+    implement `reader_state()` and `set_reader_state(state)` (plain values:
+    where the reader stands and its random state) resume exactly: a snapshot
+    records the state after the last batch the net took, and restoring it
+    drops the batches read ahead and reads them again from there.
     """
 
     exact_num_bottom_blobs = 0
@@ -44,7 +48,27 @@ class PrefetchingDataLayer(Layer):
     prefetcher = None
 
     def start_prefetch(self, count):
-        self.prefetcher = Prefetcher(self.load_batch, count, name=f"prefetch '{self.name}'")
+        self._prefetch_count = count
+        exact = hasattr(self, "reader_state")
+        self._start_state = self.reader_state() if exact else None
+        self.prefetcher = Prefetcher(self.load_batch, count, name=f"prefetch '{self.name}'",
+                                     reader_state=self.reader_state if exact else None)
+
+    def resume_state(self):
+        """Where the reader stands after the batches the net has taken; None if it cannot say."""
+        if self.prefetcher is None or not hasattr(self, "reader_state"):
+            return None
+        consumed = self.prefetcher.consumed_state
+        return consumed if consumed is not None else self._start_state
+
+    def restore_resume_state(self, state):
+        """Go back to `state` (from resume_state): the read-ahead batches are dropped and read again."""
+        self.prefetcher.stop()
+        if self.prefetcher.running:
+            raise DataError(f"layer '{self.name}' ({self.type}): the prefetch thread did not stop; cannot "
+                            "move the reader")
+        self.set_reader_state(state)
+        self.start_prefetch(self._prefetch_count)
 
     def reshape(self, bottom, top):
         """Each batch reshapes the data top in forward, as Caffe's prefetching layers."""
@@ -129,6 +153,19 @@ class DataLayer(PrefetchingDataLayer):
         sources = [self._where(key) for key, _ in records]
         data = self.transformer.transform(images, sources=sources)
         return data, labels
+
+    def reader_state(self):
+        """The record the next batch starts at (its key and the running offset, which places this
+        worker among data-parallel ranks) and the transformer's random state."""
+        with self._read_lock:
+            return {"key": self.cursor.key.hex(), "offset": self.offset,
+                    "transform_rng": self.transformer.rng.bit_generator.state}
+
+    def set_reader_state(self, state):
+        with self._read_lock:
+            self.cursor.seek(bytes.fromhex(state["key"]))
+            self.offset = int(state["offset"])
+            self.transformer.rng.bit_generator.state = state["transform_rng"]
 
     def stop(self):
         super().stop()

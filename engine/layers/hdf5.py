@@ -108,6 +108,28 @@ class HDF5DataLayer(Layer):
         self.current_row = 0
         log.debug("Successfully loaded %d rows from %s", rows, path)
 
+    def resume_state(self):
+        """Where the reader stands: the file and row orders and positions (the shuffles draw from the
+        engine's random generator, which the solver's snapshot records)."""
+        return {"file_order": self.file_order.tolist(), "current_file": self.current_file,
+                "row_order": self.row_order.tolist(), "current_row": self.current_row, "offset": self.offset}
+
+    def restore_resume_state(self, state):
+        file_order = np.asarray(state["file_order"], dtype=np.int64)
+        if sorted(file_order.tolist()) != list(range(len(self.files))):
+            raise DataError(f"layer '{self.name}' (HDF5Data): the snapshot's file order does not fit the "
+                            f"{len(self.files)} files listed (the list changed since the snapshot?)")
+        current = int(state["current_file"])
+        if self.files[file_order[current]] != self.files[self.file_order[self.current_file]]:
+            self._load(self.files[file_order[current]])
+        row_order = np.asarray(state["row_order"], dtype=np.int64)
+        if len(row_order) != self.rows:
+            raise DataError(f"layer '{self.name}' (HDF5Data): the snapshot's row order has {len(row_order)} "
+                            f"rows, the file {self.rows} (the data changed since the snapshot?)")
+        self.file_order, self.current_file = file_order, current
+        self.row_order, self.current_row = row_order, int(state["current_row"])
+        self.offset = int(state["offset"])
+
     def _advance_file(self):
         """Caffe's Next() at the end of a file: the next file, or the first after the last."""
         if len(self.files) > 1:

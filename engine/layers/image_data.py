@@ -45,6 +45,8 @@ class ImageDataLayer(PrefetchingDataLayer):
             raise DataError(f"layer '{self.name}' (ImageData): File is empty: {p.source}")
         self.shuffle = bool(p.shuffle)
         self.rng = np.random.default_rng(int(backend.rng().integers(2**63)))
+        self._listed = self.lines
+        self.order = np.arange(len(self.lines))  # the list's order now, as indices into the file's
         if self.shuffle:
             self._shuffle()
         log.info("A total of %d images.", len(self.lines))
@@ -65,6 +67,23 @@ class ImageDataLayer(PrefetchingDataLayer):
     def _shuffle(self):
         order = self.rng.permutation(len(self.lines))
         self.lines = [self.lines[i] for i in order]
+        self.order = self.order[order]
+
+    def reader_state(self):
+        """The line the next batch starts at, the list's order, and both random states."""
+        return {"position": self.position, "order": self.order.tolist(),
+                "rng": self.rng.bit_generator.state, "transform_rng": self.transformer.rng.bit_generator.state}
+
+    def set_reader_state(self, state):
+        order = np.asarray(state["order"], dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(self._listed))):
+            raise DataError(f"layer '{self.name}' (ImageData): the snapshot's list order does not fit "
+                            f"{self.source} ({len(self._listed)} lines; the list changed since the snapshot?)")
+        self.order = order
+        self.lines = [self._listed[i] for i in order]
+        self.position = int(state["position"])
+        self.rng.bit_generator.state = state["rng"]
+        self.transformer.rng.bit_generator.state = state["transform_rng"]
 
     def _read(self, name):
         """The image `name` (under root_folder) as a (C, H, W) uint8 array."""

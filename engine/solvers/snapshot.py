@@ -19,7 +19,7 @@ import numpy as np
 from .. import backend, caffe_pb2, formats
 from ..errors import SnapshotError, SolverError
 from ..log import at
-from . import finite
+from . import finite, resume
 from . import state as statefile
 
 log = logging.getLogger("engine.solver")
@@ -93,6 +93,10 @@ class SnapshotMixin:
             log.info("Snapshotting solver state to binary proto file %s", state, extra=at("sgd_solver.cpp:284"))
         data = statefile.SolverStateData(self.iter, model, self.current_step,
                                          [backend.to_host(h) for h in self.history])
+        # The readers' positions first: a state file on disk always has its own beside it.
+        extra = resume.sidecar(state)
+        written.append((extra, not os.path.exists(extra)))
+        resume.write(self, state)
         written.append((state, not os.path.exists(state)))
         statefile.write(state, data, hdf5=hdf5)
         return model, state
@@ -121,6 +125,7 @@ class SnapshotMixin:
         for saved, mine in zip(data.history, self.history):
             xp = backend.get_array_module(mine)
             mine[...] = xp.asarray(saved.reshape(mine.shape), dtype=mine.dtype)
+        resume.restore(self, path)
 
     def _check_weights_fit(self, weights, state_path):
         """Refuse, before copying anything, learned weights that are not this net's."""

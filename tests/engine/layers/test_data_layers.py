@@ -467,3 +467,58 @@ def test_data_layer_rand_skip_starts_within_the_skip(tmp_path):
         assert label[1] == (label[0] + 1) % 6
         starts.add(int(label[0]))
     assert starts <= {0, 1, 2} and len(starts) > 1
+
+
+# -- exact resume: reader states ---------------------------------------------------------------
+
+
+def replay(layer, top, batches=4):
+    """Batches after the layer's resume state, and the same batches again after restoring it."""
+    state = layer.resume_state()
+    engine_rng = engine.backend.rng().bit_generator.state
+    first = [forward(layer, top) for _ in range(batches)]
+    layer.restore_resume_state(state)
+    engine.backend.rng().bit_generator.state = engine_rng
+    return first, [forward(layer, top) for _ in range(batches)]
+
+
+def assert_same_batches(first, again):
+    for (data, label), (data2, label2) in zip(first, again):
+        np.testing.assert_array_equal(data, data2)
+        np.testing.assert_array_equal(label, label2)
+
+
+def test_image_data_resumes_its_shuffled_list_and_mirroring(tmp_path):
+    image_folder(tmp_path, 5)
+    layer, top = make_layer(f'type: "ImageData" image_data_param {{ source: "{tmp_path / "list.txt"}" '
+                            f'root_folder: "{tmp_path}/" batch_size: 2 shuffle: true new_height: 3 '
+                            'new_width: 3 } transform_param { mirror: true crop_size: 2 }', phase=caffe_pb2.TRAIN)
+    forward(layer, top)
+    first, again = replay(layer, top, 6)  # past the end of the list: a reshuffle
+    assert_same_batches(first, again)
+    layer.stop()
+
+
+def test_data_layer_resume_drops_read_ahead_batches(tmp_path):
+    images = [np.full((1, 2, 2), i, np.uint8) for i in range(7)]
+    write_images(str(tmp_path / "db"), "lmdb", images, range(7))
+    layer, top = make_layer(f'type: "Data" data_param {{ source: "{tmp_path / "db"}" batch_size: 3 '
+                            'backend: LMDB prefetch: 4 } transform_param { mirror: true }', phase=caffe_pb2.TRAIN)
+    forward(layer, top)
+    time.sleep(0.2)  # let the thread read ahead as far as it may
+    first, again = replay(layer, top)
+    assert [label.tolist() for _, label in first] == [[3, 4, 5], [6, 0, 1], [2, 3, 4], [5, 6, 0]]
+    assert_same_batches(first, again)
+    layer.stop()
+
+
+def test_hdf5_data_resumes_its_file_and_row_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_h5("a.h5", np.arange(5, dtype=np.float32).reshape(5, 1), np.arange(5))
+    write_h5("b.h5", np.arange(5, 8, dtype=np.float32).reshape(3, 1), np.arange(5, 8))
+    (tmp_path / "list.txt").write_text("a.h5\nb.h5\n")
+    layer, top = make_layer('type: "HDF5Data" top: "data" top: "label" '
+                            'hdf5_data_param { source: "list.txt" batch_size: 3 shuffle: true }')
+    forward(layer, top)
+    first, again = replay(layer, top, 5)
+    assert_same_batches(first, again)

@@ -39,7 +39,7 @@ def test_nan_loss_names_iteration_and_first_bad_layer(tmp_path):
     assert message.startswith("iteration 2: the loss is nan; the first layer whose output is not finite is "
                               "layer 'root' (Power) (top 'root'); stopped without writing a snapshot")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "run_iter_1.caffemodel", "run_iter_1.solverstate", "run_iter_2.caffemodel", "run_iter_2.solverstate"]
+        f"run_iter_{i}.{e}" for i in (1, 2) for e in ("caffemodel", "solverstate", "solverstate.resume")]
 
 
 def test_weights_that_are_not_finite_are_never_snapshotted(tmp_path):

@@ -98,4 +98,5 @@ def test_snapshot_request_keeps_training(tmp_path):
     solver.set_action_function(lambda: signals.SNAPSHOT if solver.iter == 2 else signals.NONE)
     solver.solve()
     assert solver.iter == TOTAL
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap_iter_2.caffemodel", "snap_iter_2.solverstate"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap_iter_2.caffemodel", "snap_iter_2.solverstate",
+                                                             "snap_iter_2.solverstate.resume"]

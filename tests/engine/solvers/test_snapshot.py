@@ -35,6 +35,9 @@ def make(tmp_path, extra="", net=NET, solver_type="SGD"):
     return solver
 
 
+SNAPSHOT_FILES = ("caffemodel", "solverstate", "solverstate.resume")
+
+
 def names(folder):
     return sorted(p.name for p in folder.iterdir())
 
@@ -43,7 +46,7 @@ def test_binary_snapshot_files_and_contents(tmp_path):
     solver = make(tmp_path)
     solver.step(3)
     model, state = solver.snapshot()
-    assert names(tmp_path) == ["run_iter_3.caffemodel", "run_iter_3.solverstate"]
+    assert names(tmp_path) == ["run_iter_3.caffemodel", "run_iter_3.solverstate", "run_iter_3.solverstate.resume"]
     assert model == f"{tmp_path}/run_iter_3.caffemodel"
     proto = formats.read_binary(state, caffe_pb2.SolverState)
     assert proto.iter == 3 and proto.current_step == 1 and proto.learned_net == model
@@ -57,7 +60,8 @@ def test_hdf5_snapshot_layout_is_caffes(tmp_path):
     solver = make(tmp_path, "snapshot_format: HDF5 snapshot_diff: true", solver_type="Adam")
     solver.step(2)
     solver.snapshot()
-    assert names(tmp_path) == ["run_iter_2.caffemodel.h5", "run_iter_2.solverstate.h5"]
+    assert names(tmp_path) == ["run_iter_2.caffemodel.h5", "run_iter_2.solverstate.h5",
+                               "run_iter_2.solverstate.h5.resume"]
     with h5py.File(tmp_path / "run_iter_2.solverstate.h5", "r") as f:
         assert int(f["iter"][0]) == 2 and int(f["current_step"][0]) == 0
         assert f["learned_net"][()].decode() == f"{tmp_path}/run_iter_2.caffemodel.h5"
@@ -85,11 +89,11 @@ def test_restore_brings_back_weights_history_and_schedule(tmp_path, fmt, ext):
 def test_periodic_and_final_snapshots(tmp_path):
     solver = make(tmp_path, "snapshot: 2 max_iter: 5")
     solver.solve()
-    assert names(tmp_path) == [f"run_iter_{i}.{e}" for i in (2, 4, 5) for e in ("caffemodel", "solverstate")]
+    assert names(tmp_path) == [f"run_iter_{i}.{e}" for i in (2, 4, 5) for e in SNAPSHOT_FILES]
     (tmp_path / "b").mkdir()
     solver = make(tmp_path / "b", "snapshot: 2 max_iter: 4")
     solver.solve()  # the last periodic snapshot is the final one: not written twice
-    assert names(tmp_path / "b") == [f"run_iter_{i}.{e}" for i in (2, 4) for e in ("caffemodel", "solverstate")]
+    assert names(tmp_path / "b") == [f"run_iter_{i}.{e}" for i in (2, 4) for e in SNAPSHOT_FILES]
     (tmp_path / "c").mkdir()
     make(tmp_path / "c", "snapshot_after_train: false").solve()
     assert names(tmp_path / "c") == []
@@ -220,9 +224,10 @@ def test_files_are_flushed_before_the_rename_and_the_folder_after(tmp_path, monk
     monkeypatch.setattr(formats.os, "fsync", fsync)
     monkeypatch.setattr(formats.os, "replace", replace)
     solver.snapshot()
-    model_tmp, state_tmp = [name for kind, name in calls if kind == "fsync" and name != "folder"]
+    model_tmp, resume_tmp, state_tmp = [name for kind, name in calls if kind == "fsync" and name != "folder"]
     assert model_tmp.startswith(".run_iter_0.caffemodel.") and state_tmp.startswith(".run_iter_0.solverstate.")
     assert calls == [("fsync", model_tmp), ("replace", "run_iter_0.caffemodel"), ("fsync", "folder"),
+                     ("fsync", resume_tmp), ("replace", "run_iter_0.solverstate.resume"), ("fsync", "folder"),
                      ("fsync", state_tmp), ("replace", "run_iter_0.solverstate"), ("fsync", "folder")]
 
 
@@ -235,7 +240,7 @@ def test_full_disk_keeps_the_previous_snapshot_and_stops(tmp_path, monkeypatch, 
 
     def fsync(fd):  # the state file of the next snapshot meets a full disk (its model file is written)
         count[0] += 1
-        if count[0] == 3:
+        if count[0] == 5:
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 
@@ -287,5 +292,5 @@ def test_a_write_that_fails_in_the_kernel_keeps_the_previous_snapshot(tmp_path):
     assert result.stdout.strip() == (f"iteration 4: cannot write the snapshot {tmp_path}/run_iter_4.caffemodel: "
                                      f"File too large; training stopped and the previous snapshot "
                                      f"{tmp_path}/run_iter_2.solverstate is intact")
-    assert names(tmp_path) == ["run_iter_2.caffemodel", "run_iter_2.solverstate"]
+    assert names(tmp_path) == ["run_iter_2.caffemodel", "run_iter_2.solverstate", "run_iter_2.solverstate.resume"]
     assert formats.read_binary(tmp_path / "run_iter_2.solverstate", caffe_pb2.SolverState).iter == 2
