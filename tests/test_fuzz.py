@@ -276,6 +276,29 @@ def test_summary_survives_mutations(tmp_path, memory_limit):
     assert slowest < CASE_LIMIT_S
 
 
+def test_python_api_raises_engine_errors(tmp_path, memory_limit):
+    """The same mutations through engine.Net and engine.formats: a net, or an engine.errors exception."""
+    import engine
+    from engine.errors import CaffeError
+
+    seeds = sorted((ROOT / "nets").glob("*/deploy.prototxt")) + sorted((REFERENCE / "nets").glob("*/net.prototxt"))
+    for seed in range(FIRST_SEED, FIRST_SEED + max(20, COUNT // 10)):
+        source = random.Random(seed).choice(seeds)
+        data, names = mutate(source.read_bytes(), seed)
+        path = tmp_path / "mutant.prototxt"
+        path.write_bytes(data)
+        case = f"seed {seed}: {'+'.join(names)} of {source.relative_to(source.parents[2])}"
+        try:
+            with _deadline(CASE_LIMIT_S):
+                engine.Net(str(path), engine.TEST)
+        except CaffeError as exc:
+            assert "\n" not in str(exc), case
+        except _TooSlow:
+            pytest.fail(f"{case}: engine.Net took more than {CASE_LIMIT_S} s")
+        except Exception as exc:
+            raise AssertionError(f"{case}: {type(exc).__name__}: {exc}") from exc
+
+
 def _train_case_folder(tmp_path, name):
     folder = tmp_path / name
     shutil.copytree(REFERENCE / "solvers" / name, folder,
