@@ -11,6 +11,7 @@ message and the solver (and every file) is left as it was.
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,14 @@ log = logging.getLogger("engine.solver")
 
 HDF5 = caffe_pb2.SolverParameter.HDF5
 BINARYPROTO = caffe_pb2.SolverParameter.BINARYPROTO
+
+
+def _reason(exc):
+    """The system's words for a failed write: strerror, or the one HDF5 quotes in its own message."""
+    if getattr(exc, "strerror", None):
+        return exc.strerror
+    quoted = re.search(r"error message = '([^']+)'", str(exc))
+    return quoted.group(1) if quoted else str(exc)
 
 
 class SnapshotMixin:
@@ -61,7 +70,9 @@ class SnapshotMixin:
         written = []  # [path, whether it is new], the last one being written
         try:
             paths = self._write_snapshot(written)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and self.param.snapshot_format != HDF5:
+                raise  # h5py reports a failed write as a RuntimeError; elsewhere it is a bug
             # Files this snapshot added go; a file of the same name written before stays as it was.
             for path, new in written[:-1]:
                 if new:
@@ -71,7 +82,7 @@ class SnapshotMixin:
             previous = getattr(self, "last_snapshot", None)
             kept = f"the previous snapshot {previous} is intact" if previous else "no earlier snapshot was written"
             raise SnapshotError(f"iteration {self.iter}: cannot write the snapshot {failed}: "
-                                f"{exc.strerror or exc}; training stopped and {kept}") from None
+                                f"{_reason(exc)}; training stopped and {kept}") from None
         self.last_snapshot = paths[1]
         return paths
 

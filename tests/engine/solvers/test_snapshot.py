@@ -263,7 +263,8 @@ from engine.errors import SnapshotError
 from engine.formats import parse_text
 from engine.solvers import get_solver
 p = parse_text('type: "SGD" base_lr: 0.01 lr_policy: "fixed" max_iter: 9 snapshot: 2 random_seed: 1 '
-               'snapshot_prefix: "' + sys.argv[1] + '/run"', caffe_pb2.SolverParameter())
+               'snapshot_format: ' + sys.argv[3] + ' snapshot_prefix: "' + sys.argv[1] + '/run"',
+               caffe_pb2.SolverParameter())
 parse_text('layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: 2 dim: 512 } '
            'shape { dim: 2 } } } layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
            'inner_product_param { num_output: 64 weight_filler { type: "gaussian" std: 0.01 } } } '
@@ -280,17 +281,19 @@ except SnapshotError as exc:
 """
 
 
-def test_a_write_that_fails_in_the_kernel_keeps_the_previous_snapshot(tmp_path):
+@pytest.mark.parametrize("fmt, model, state", [("BINARYPROTO", ".caffemodel", ".solverstate"),
+                                               ("HDF5", ".caffemodel.h5", ".solverstate.h5")])
+def test_a_write_that_fails_in_the_kernel_keeps_the_previous_snapshot(tmp_path, fmt, model, state):
     """A real failing write (the file-size limit, as a full disk would): nothing half-written is left."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[3]
-    result = subprocess.run([sys.executable, "-c", SMALL_DISK, str(tmp_path), str(root)], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", SMALL_DISK, str(tmp_path), str(root), fmt], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"iteration 4: cannot write the snapshot {tmp_path}/run_iter_4.caffemodel: "
+    assert result.stdout.strip() == (f"iteration 4: cannot write the snapshot {tmp_path}/run_iter_4{model}: "
                                      f"File too large; training stopped and the previous snapshot "
-                                     f"{tmp_path}/run_iter_2.solverstate is intact")
-    assert names(tmp_path) == ["run_iter_2.caffemodel", "run_iter_2.solverstate", "run_iter_2.solverstate.resume"]
-    assert formats.read_binary(tmp_path / "run_iter_2.solverstate", caffe_pb2.SolverState).iter == 2
+                                     f"{tmp_path}/run_iter_2{state} is intact")
+    assert names(tmp_path) == [f"run_iter_2{model}", f"run_iter_2{state}", f"run_iter_2{state}.resume"]
+    assert statefile.read(tmp_path / f"run_iter_2{state}").iter == 2
