@@ -67,8 +67,10 @@ class PrefetchingDataLayer(Layer):
         if self.prefetcher.running:
             raise DataError(f"layer '{self.name}' ({self.type}): the prefetch thread did not stop; cannot "
                             "move the reader")
-        self.set_reader_state(state)
-        self.start_prefetch(self._prefetch_count)
+        try:
+            self.set_reader_state(state)
+        finally:  # the prefetch thread runs again even when the state does not fit
+            self.start_prefetch(self._prefetch_count)
 
     def reshape(self, bottom, top):
         """Each batch reshapes the data top in forward, as Caffe's prefetching layers."""

@@ -72,11 +72,15 @@ def restore(solver, state_path):
     layers = {f"{tag}/{name}": layer for tag, net in _nets(solver) for name, layer in net.layer_dict.items()}
     readers = saved.get("readers", {})
     missing = [key for key in readers if not hasattr(layers.get(key), "restore_resume_state")]
-    if missing:
-        raise SolverError(f"{path}: the net has no data layer {missing[0]} (a snapshot of a different net?)")
+    if any(key.startswith("train/") for key in missing):
+        raise SolverError(f"{path}: the train net has no data layer '{missing[0].split('/', 1)[1]}' (a snapshot "
+                          "of a different net?)")
+    for key in missing:  # test nets changed since the snapshot: their scores only, not the weights
+        log.warning("%s: no data layer %s in this solver's test nets; its reader position is ignored", path, key)
     try:
         for key, state in readers.items():
-            layers[key].restore_resume_state(state)
+            if key not in missing:
+                layers[key].restore_resume_state(state)
         backend.rng().bit_generator.state = saved["rng"]
     except (KeyError, TypeError, ValueError) as exc:
         raise SolverError(f"{path}: garbled reader state ({type(exc).__name__}: {exc})") from None

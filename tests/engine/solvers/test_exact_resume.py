@@ -177,3 +177,34 @@ def test_resume_without_the_sidecar_starts_the_data_over(tmp_path, monkeypatch, 
         assert "has no .resume beside it" in caplog.text
     finally:
         stop_readers(solver, *([fresh] if fresh else []))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"format": "caffe-engine exact resume 1", "iter"', r"cannot read .*\.resume: .*truncated or garbled\?"),
+    ('{"format": "something else"}', r"\.resume: not an exact-resume file of this engine"),
+    ('{"format": "caffe-engine exact resume 1", "iter": 7, "rng": {}, "readers": {}}',
+     r"\.resume is for iteration 7, but its solver state is for iteration 2"),
+    ('{"format": "caffe-engine exact resume 1", "iter": 2, "rng": {}, "readers": {"train/nope": {}}}',
+     r"the train net has no data layer 'nope'"),
+    ('{"format": "caffe-engine exact resume 1", "iter": 2, "rng": {}, "readers": {"train/mnist": {"key": 5}}}',
+     r"\.resume: garbled reader state"),
+])
+def test_a_bad_resume_file_is_refused_in_one_line(tmp_path, monkeypatch, content, message):
+    from engine.errors import SolverError
+
+    write_dbs(tmp_path)
+    write_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    solver = solver_in(tmp_path / "run")
+    fresh = None
+    try:
+        solver.step(2)
+        _, state = solver.snapshot()
+        Path(f"{state}.resume").write_text(content)
+        stop_readers(solver)
+        fresh = solver_in(tmp_path / "run")
+        with pytest.raises(SolverError, match=message) as info:
+            fresh.restore(state)
+        assert "\n" not in str(info.value)
+    finally:
+        stop_readers(solver, *([fresh] if fresh else []))
