@@ -37,7 +37,7 @@ REFUSALS = {
     "MarginInnerProduct": "its scores depend on the label",
     **{name: _LABELLED for name in ("Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
                                     "ContrastiveLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss",
-                                    "SmoothL1Loss", "MultiBoxLoss", "DetectionEvaluate")},
+                                    "SmoothL1Loss", "MultiBoxLoss", "DetectionEvaluate", "ParseEvaluate")},
 }
 
 

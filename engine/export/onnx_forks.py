@@ -134,3 +134,37 @@ def roi_pooling(ctx):
     p = ctx.param.roi_pooling_param
     return [ctx.op("MaxRoiPool", ctx.bottoms[:2], out=ctx.out(0), pooled_shape=[p.pooled_h, p.pooled_w],
                    spatial_scale=float(p.spatial_scale))]
+
+
+@converter("UnPooling")
+def unpooling(ctx):
+    """ParseNet's UnPooling: separable per axis, so the top is A x B^T per plane, with the
+    layer's own window tables (FIXED: 0/1 matrices of the surviving source per target;
+    REP and DIV: the window matrices, then the division by the covering counts)."""
+    layer = ctx.layer
+    tables = layer._axis_tables(np, np.float32)
+    fixed = layer.method == ctx.param.unpooling_param.FIXED
+    matrices = []
+    for (first, second), size, out in zip(tables, layer.in_size, layer.out):
+        if fixed:
+            matrix = np.zeros((out, size), np.float32)
+            matrix[np.asarray(first), np.asarray(second)] = 1
+            matrices.append(matrix)
+        else:
+            matrices.append(np.asarray(first, np.float32))
+    rows = ctx.op("MatMul", [ctx.const(matrices[0], "rows"), ctx.bottoms[0]])
+    spread = ctx.op("MatMul", [rows, ctx.const(matrices[1].T, "columns")], out=ctx.out(0) if fixed else None)
+    if fixed:
+        return [spread]
+    counts = np.multiply.outer(np.asarray(tables[0][1], np.float32), np.asarray(tables[1][1], np.float32))
+    return [ctx.op("Div", [spread, ctx.const(counts, "counts")], out=ctx.out(0))]
+
+
+@converter("ParseOutput")
+def parse_output(ctx):
+    # The first channel of highest score, as ArgMax's default among equal values.
+    label = ctx.op("ArgMax", [ctx.bottoms[0]], axis=1, keepdims=1, select_last_index=0)
+    outs = [ctx.op("Cast", [label], out=ctx.out(0), to=1)]
+    if len(ctx.top_shapes) > 1:
+        outs.append(ctx.reduce("ReduceMax", ctx.bottoms[0], [1], out=ctx.out(1)))
+    return outs

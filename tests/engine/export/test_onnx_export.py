@@ -162,6 +162,18 @@ CASES = [
      'layer { name: "n" type: "Normalize" bottom: "x" top: "n" norm_param { across_spatial: false channel_shared: false } }'
      'layer { name: "m" type: "Normalize" bottom: "x" top: "m" norm_param { across_spatial: true channel_shared: true } }'
      'layer { name: "p" type: "Permute" bottom: "n" top: "p" permute_param { order: 0 order: 2 order: 3 order: 1 } }'),
+    ("parsenet_unpooling", {"x": (2, 3, 4, 5), "like": (2, 3, 9, 11)},
+     'layer { name: "f" type: "UnPooling" bottom: "x" top: "f" unpooling_param { unpool: FIXED out_kernel_size: 3 '
+     'out_stride: 2 out_pad: 1 } }'
+     'layer { name: "r" type: "UnPooling" bottom: "x" top: "r" unpooling_param { unpool: REP out_kernel_h: 3 '
+     'out_kernel_w: 2 out_stride_h: 2 out_stride_w: 1 } }'
+     'layer { name: "d" type: "UnPooling" bottom: "x" top: "d" unpooling_param { unpool: DIV out_kernel_size: 4 '
+     'out_stride: 2 out_pad: 1 } }'
+     'layer { name: "s" type: "UnPooling" bottom: "x" bottom: "like" top: "s" unpooling_param { unpool: DIV out_kernel_size: 2 } }'),
+    ("parsenet_output_and_bins", {"x": (2, 5, 9, 8)},
+     'layer { name: "o" type: "ParseOutput" bottom: "x" top: "label" top: "score" }'
+     'layer { name: "p" type: "Pooling" bottom: "x" top: "p" pooling_param { pool: AVE bin_size: 3 } }'
+     'layer { name: "q" type: "Pooling" bottom: "x" top: "q" pooling_param { pool: MAX bin_h: 2 bin_w: 3 } }'),
     ("priorbox", {"f": (1, 8, 3, 4), "img": (1, 3, 30, 40)},
      'layer { name: "p" type: "PriorBox" bottom: "f" bottom: "img" top: "y" prior_box_param { min_size: 10 '
      'max_size: 20 aspect_ratio: 2 flip: true clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }'),
@@ -193,6 +205,16 @@ def test_layer_types_with_converters_are_tested():
     tested |= {"Input", "Convolution", "ReLU", "Split", "Concat", "InnerProduct", "Softmax", "Dropout", "Scale",
                "ROIPooling", "Embed", "BatchReindex", "Parameter", "Silence"}
     assert set(CONVERTERS) <= tested, sorted(set(CONVERTERS) - tested)
+
+
+def test_ties_pick_the_index_caffe_picks():
+    """Equal scores: Caffe's ArgMax keeps the last index, ParseNet's ParseOutput the first."""
+    net = _case_net({"x": (2, 6, 5, 4)}, 'layer { name: "a" type: "ArgMax" bottom: "x" top: "a" '
+                                         'argmax_param { axis: 1 } }'
+                                         'layer { name: "o" type: "ParseOutput" bottom: "x" top: "o" }')
+    feeds = {"x": np.random.default_rng(5).integers(0, 3, (2, 6, 5, 4)).astype(np.float32)}
+    _, errors = onnx_check.export_and_check(net, feeds, outputs=["a", "o"])
+    assert errors == {"a": 0.0, "o": 0.0}
 
 
 def test_roi_pooling_embed_batch_reindex_parameter():
