@@ -51,8 +51,9 @@ def write(solver, state_path):
     formats.atomic_write(sidecar(state_path), json.dumps(collect(solver), sort_keys=True))
 
 
-def restore(solver, state_path):
-    """Put the readers and random generators back where `state_path`'s sidecar says; False if it has none."""
+def load(solver, state_path, iteration):
+    """The checked contents of `state_path`'s sidecar for a state of `iteration`, or None when it has
+    none (Caffe's own snapshots); nothing is changed yet, so a bad file leaves the solver as it was."""
     path = sidecar(state_path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -60,29 +61,42 @@ def restore(solver, state_path):
     except FileNotFoundError:
         log.warning("%s has no %s beside it: the data readers and random generators start over, as in "
                     "Caffe", state_path, SUFFIX)
-        return False
+        return None
     except (OSError, ValueError) as exc:
         raise SolverError(f"cannot read {path}: {exc} (truncated or garbled? delete it to resume as Caffe "
                           "does, from the start of the data)") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise SolverError(f"{path}: not an exact-resume file of this engine")
-    if saved.get("iter") != solver.iter:
+    if saved.get("iter") != iteration:
         raise SolverError(f"{path} is for iteration {saved.get('iter')}, but its solver state is for "
-                          f"iteration {solver.iter}")
-    layers = {f"{tag}/{name}": layer for tag, net in _nets(solver) for name, layer in net.layer_dict.items()}
-    readers = saved.get("readers", {})
+                          f"iteration {iteration}")
+    readers = saved.get("readers")
+    if not isinstance(readers, dict) or "rng" not in saved:
+        raise SolverError(f"{path}: garbled (no reader states or random state)")
+    layers = _layers(solver)
     missing = [key for key in readers if not hasattr(layers.get(key), "restore_resume_state")]
-    if any(key.startswith("train/") for key in missing):
-        raise SolverError(f"{path}: the train net has no data layer '{missing[0].split('/', 1)[1]}' (a snapshot "
-                          "of a different net?)")
-    for key in missing:  # test nets changed since the snapshot: their scores only, not the weights
+    for key in missing:
+        if key.startswith("train/"):
+            raise SolverError(f"{path}: the train net has no data layer '{key.split('/', 1)[1]}' (a snapshot "
+                              "of a different net?)")
+        # Test nets changed since the snapshot: their scores only, not the weights.
         log.warning("%s: no data layer %s in this solver's test nets; its reader position is ignored", path, key)
+    saved["path"] = path
+    saved["readers"] = {key: state for key, state in readers.items() if key not in missing}
+    return saved
+
+
+def apply(solver, saved):
+    """Put the readers and random generators back where `saved` (from load) says."""
+    layers = _layers(solver)
     try:
-        for key, state in readers.items():
-            if key not in missing:
-                layers[key].restore_resume_state(state)
+        for key, state in saved["readers"].items():
+            layers[key].restore_resume_state(state)
         backend.rng().bit_generator.state = saved["rng"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise SolverError(f"{path}: garbled reader state ({type(exc).__name__}: {exc})") from None
-    log.info("Restored the data readers' positions and the random states from %s", path)
-    return True
+        raise SolverError(f"{saved['path']}: garbled reader state ({type(exc).__name__}: {exc})") from None
+    log.info("Restored the data readers' positions and the random states from %s", saved["path"])
+
+
+def _layers(solver):
+    return {f"{tag}/{name}": layer for tag, net in _nets(solver) for name, layer in net.layer_dict.items()}

@@ -125,6 +125,7 @@ class SnapshotMixin:
                 raise SolverError(f"cannot restore {path}: history blob {index} has shape {tuple(saved.shape)}, "
                                   f"but the parameter it belongs to has shape {tuple(mine.shape)} "
                                   f"(a snapshot of a different net?)")
+        readers = resume.load(self, path, data.iter)
         weights = None
         if data.learned_net:
             weights = statefile.resolve_learned_net(path, data.learned_net)
@@ -136,7 +137,8 @@ class SnapshotMixin:
         for saved, mine in zip(data.history, self.history):
             xp = backend.get_array_module(mine)
             mine[...] = xp.asarray(saved.reshape(mine.shape), dtype=mine.dtype)
-        resume.restore(self, path)
+        if readers is not None:
+            resume.apply(self, readers)
 
     def _check_weights_fit(self, weights, state_path):
         """Refuse, before copying anything, learned weights that are not this net's."""
