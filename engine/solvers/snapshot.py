@@ -1,11 +1,13 @@
 """Snapshot and restore for the solver (Caffe's Solver::Snapshot / Restore and
 SGDSolver's state files).
 
-A snapshot is two files named `<prefix>_iter_<N>`: the learned net
+A snapshot is Caffe's two files named `<prefix>_iter_<N>`: the learned net
 (`.caffemodel` or `.caffemodel.h5`) and the solver state (`.solverstate` or
-`.solverstate.h5`) that names it. Restoring checks the whole state against the
-net before changing anything, so a snapshot of another net is refused with one
-message and the solver (and every file) is left as it was.
+`.solverstate.h5`) that names it; and beside the state, `<state>.resume`, the
+readers' positions and random states for an exact resume (resume.py), which
+Caffe never opens. Restoring checks the whole state against the net before
+changing anything, so a snapshot of another net is refused with one message
+and the solver (and every file) is left as it was.
 """
 
 import contextlib
