@@ -125,6 +125,13 @@ class WindowDataLayer(PrefetchingDataLayer):
             top[1].reshape((self.batch_size,))
         self.start_prefetch(self.param.data_param.prefetch)
 
+    def reader_state(self):
+        """Windows are drawn at random: the generator's state is where the reader stands."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_reader_state(self, state):
+        self.rng.bit_generator.state = state["rng"]
+
     def _image(self, path):
         if path in self.cache:
             return decode_image(self.cache[path], COLOR, where=path)

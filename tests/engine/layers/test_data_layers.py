@@ -522,3 +522,12 @@ def test_hdf5_data_resumes_its_file_and_row_order(tmp_path, monkeypatch):
     forward(layer, top)
     first, again = replay(layer, top, 5)
     assert_same_batches(first, again)
+
+
+def test_window_data_resumes_its_draws(tmp_path):
+    _, text = window_setup(tmp_path, "mirror: true")
+    layer, top = make_layer(text, phase=caffe_pb2.TRAIN)
+    forward(layer, top)
+    first, again = replay(layer, top, 3)
+    assert_same_batches(first, again)
+    layer.stop()
