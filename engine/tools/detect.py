@@ -12,9 +12,9 @@ normalized to the input). Detections at or above --threshold are scaled to
 the original image's pixels. The mean and scale default to the deploy
 net's Input layer transform_param when it has one, else to SSD's recipe
 (mean 104,117,123, scale 1). --labelmap gives the labels' display names.
-With --output DIR, DIR/detections.json holds every image's detections and
-DIR/NAME.png is the image with its boxes drawn; without it the JSON goes
-to stdout.
+The JSON of every image's detections goes to stdout and to
+DIR/detections.json, and DIR/NAME.png is each image with its boxes drawn
+(DIR: --output, by default the folder "detections" in the current one).
 """
 
 import json
@@ -37,7 +37,7 @@ FLAGS = [
     gflags.Flag("weights", "", "Trained weights (.caffemodel or .h5)", str),
     gflags.Flag("labelmap", "", "LabelMap prototxt naming the labels", str),
     gflags.Flag("threshold", "0.5", "Lowest score kept", str),
-    gflags.Flag("output", "", "Folder for detections.json and the annotated PNG copies", str),
+    gflags.Flag("output", "detections", "Folder for detections.json and the annotated PNG copies", str),
     gflags.Flag("mean_value", "", "Per-channel mean (B,G,R) subtracted from the pixels", str),
     gflags.Flag("scale", "", "Factor applied after the mean", str),
     gflags.Flag("gpu", "", "GPU device ID to run on", str),
@@ -133,9 +133,13 @@ def _main(argv):
     data.reshape((1,) + tuple(data.shape[1:]))
     net.reshape()
     names = label_to_display_name(read_label_map(flags["labelmap"])) if flags["labelmap"] else {}
-    output = Path(flags["output"]) if flags["output"] else None
-    if output is not None:
+    if not flags["output"]:
+        raise gflags.FlagError("--output must name a folder")
+    output = Path(flags["output"])
+    try:
         output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CaffeError(f"--output {output}: cannot make the folder: {exc.strerror}") from None
     results = []
     for path in images:
         image = read_image(path, COLOR)
@@ -149,13 +153,11 @@ def _main(argv):
         results.append({"image": str(path), "height": image.shape[0], "width": image.shape[1],
                         "detections": found})
         log.info("%s: %d detection(s)", path, len(found))
-        if output is not None:
-            draw(path, image, found, output / f"{Path(path).stem}.png")
+        draw(path, image, found, output / f"{Path(path).stem}.png")
     text = json.dumps(results, indent=1)
-    if output is not None:
-        (output / "detections.json").write_text(text + "\n")
-    else:
-        print(text)
+    (output / "detections.json").write_text(text + "\n")
+    print(text)
+    log.info("Wrote %s/detections.json and %d drawn image(s)", output, len(images))
     return 0
 
 

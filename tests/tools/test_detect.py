@@ -99,14 +99,18 @@ def test_detections_json_and_drawings(tmp_path, fixed):
     np.testing.assert_array_equal(module.SEEN[0][0], expected)
 
 
-def test_mean_and_scale_from_the_deploy_net_and_flags(tmp_path, fixed, capsys):
+def test_mean_and_scale_from_the_deploy_net_and_flags(tmp_path, fixed, capsys, monkeypatch):
     name, module = fixed
     images = write_inputs(tmp_path, name, 'transform_param { mean_value: 1 mean_value: 2 mean_value: 3 scale: 0.5 }')
     args = ["--model", str(tmp_path / "deploy.prototxt"), "--weights", str(tmp_path / "w.caffemodel"),
             "--threshold", "0.8", str(tmp_path / "two.png")]
+    monkeypatch.chdir(tmp_path)
     assert detect.main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [d["name"] for d in printed[0]["detections"]] == ["1"]
+    # Without --output: the same JSON on stdout and in ./detections, beside the drawn copy.
+    assert json.loads((tmp_path / "detections" / "detections.json").read_text()) == printed
+    assert (tmp_path / "detections" / "two.png").exists()
     base = resize_linear(images[1], 10, 8).transpose(2, 0, 1).astype(np.float32)
     np.testing.assert_array_equal(module.SEEN[0][0], (base - np.array([1, 2, 3], np.float32)[:, None, None]) * 0.5)
     assert detect.main(args + ["--mean_value", "10", "--scale", "2"]) == 0
@@ -118,9 +122,13 @@ def test_mistakes(tmp_path, fixed, capsys):
     write_inputs(tmp_path, name)
     assert detect.main(["--model", str(tmp_path / "deploy.prototxt"), str(tmp_path / "one.png")]) == 1
     assert "--weights are required" in capsys.readouterr().err
-    assert detect.main(["--model", str(tmp_path / "deploy.prototxt"), "--weights", str(tmp_path / "w.caffemodel"),
-                        str(tmp_path / "missing.png")]) == 1
+    weights = ["--model", str(tmp_path / "deploy.prototxt"), "--weights", str(tmp_path / "w.caffemodel")]
+    assert detect.main(weights + ["--output", str(tmp_path / "out"), str(tmp_path / "missing.png")]) == 1
     assert "missing.png" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert detect.main(weights + ["--output", str(tmp_path / "taken"), str(tmp_path / "one.png")]) == 1
+    err = capsys.readouterr().err
+    assert "--output" in err and "taken" in err and len(err.strip().splitlines()) == 1
 
 
 def test_shipped_ssd_deploy_net_runs(tmp_path):
