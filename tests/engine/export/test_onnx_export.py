@@ -142,6 +142,8 @@ CASES = [
      'layer { name: "i" type: "Interp" bottom: "x" top: "y" interp_param { shrink_factor: 2 pad_beg: -1 pad_end: -2 } }'),
     ("interp_size", {"x": (1, 2, 7, 9)},
      'layer { name: "i" type: "Interp" bottom: "x" top: "y" interp_param { height: 12 width: 5 } }'),
+    ("interp_to_one_row", {"x": (1, 2, 5, 4)},
+     'layer { name: "i" type: "Interp" bottom: "x" top: "y" interp_param { height: 1 width: 3 } }'),
     ("segnet_upsample_mask", {"x": (2, 3, 8, 6)},
      'layer { name: "p" type: "Pooling" bottom: "x" top: "p" top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }'
      'layer { name: "u" type: "Upsample" bottom: "p" bottom: "mask" top: "y" upsample_param { scale: 2 } }'),
