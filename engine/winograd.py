@@ -28,6 +28,7 @@ run as multi-threaded kernels with the same additions (engine/cpu/winograd.py).
 import numpy as np
 
 from . import cpu
+from .cpu import products
 from .backend import get_array_module
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -45,7 +46,7 @@ def filter_transform(weight):
     xp = get_array_module(weight)
     kron = xp.asarray(_KRON, dtype=weight.dtype)
     out_channels, in_channels = weight.shape[:2]
-    return xp.matmul(kron, weight.reshape(-1, 9).T).reshape(16, out_channels, in_channels)
+    return products.for_module(xp)(kron, weight.reshape(-1, 9).T).reshape(16, out_channels, in_channels)
 
 
 def filter_transform_adjoint(du):
@@ -53,7 +54,7 @@ def filter_transform_adjoint(du):
     xp = get_array_module(du)
     kron = xp.asarray(_KRON, dtype=du.dtype)
     out_channels, in_channels = du.shape[1:]
-    return xp.matmul(du.reshape(16, -1).T, kron).reshape(out_channels, in_channels, 3, 3)
+    return products.for_module(xp)(du.reshape(16, -1).T, kron).reshape(out_channels, in_channels, 3, 3)
 
 
 def _tiles(size, pad):
@@ -161,13 +162,14 @@ def _products(v, u, group, transposed=False):
     `transposed`: `u` is given as U^T (16, in, out), group 1 only.
     """
     xp = get_array_module(v)
+    matmul = products.for_module(xp)
     if transposed:
-        return xp.matmul(v, u)
+        return matmul(v, u)
     if group == 1:
-        return xp.matmul(v, u.swapaxes(1, 2))
+        return matmul(v, u.swapaxes(1, 2))
     m = xp.empty(v.shape[:2] + (u.shape[1],), dtype=v.dtype)
     for vin, uout in zip(_group_slices(v.shape[2], group), _group_slices(u.shape[1], group)):
-        m[:, :, uout] = xp.matmul(v[:, :, vin], u[:, uout].swapaxes(1, 2))
+        m[:, :, uout] = matmul(v[:, :, vin], u[:, uout].swapaxes(1, 2))
     return m
 
 
@@ -267,11 +269,11 @@ class WinogradConvolution:
                 dyh = _to_channels_last(dy)
             dm = output_transform_adjoint(dyh, tiles)
             if self.group == 1:
-                du = xp.matmul(dm.swapaxes(1, 2), v)
+                du = products.for_module(xp)(dm.swapaxes(1, 2), v)
             else:
                 du = xp.empty((16, weight.shape[0], weight.shape[1]), dtype=dy.dtype)
                 for mout, vin in zip(_group_slices(dm.shape[2], self.group), _group_slices(v.shape[2], self.group)):
-                    du[:, mout] = xp.matmul(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
+                    du[:, mout] = products.for_module(xp)(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
             del dm
             weight_diff += filter_transform_adjoint(du)
         u = self.u if self.u is not None else filter_transform(weight)

@@ -32,6 +32,7 @@ import math
 import numpy
 
 from .. import cpu, winograd
+from ..cpu import products
 from ..backend import get_array_module
 from ..cuda import cudnn
 from ..fillers import fill
@@ -78,7 +79,7 @@ def _batched_product(a, b, out=None):
     xp = get_array_module(a)
     if a.shape[-1] == 1:
         return xp.multiply(a, b, out=out)
-    return xp.matmul(a, b, out=out)
+    return products.for_module(xp)(a, b, out=out)
 
 
 class BaseConvolutionLayer(Layer):
@@ -240,7 +241,7 @@ class BaseConvolutionLayer(Layer):
         xp = get_array_module(rows)
         if xp is numpy:
             # OpenBLAS runs the long inner dimension faster with the columns as the left operand.
-            diff += xp.matmul(cols, rows.swapaxes(1, 2)).swapaxes(1, 2)
+            diff += products.matmul(cols, rows.swapaxes(1, 2)).swapaxes(1, 2)
             return
         diff += xp.matmul(rows, cols.swapaxes(1, 2))
 

@@ -10,6 +10,7 @@ is allocated and the addition does not stream a second weight-sized array.
 import numpy as np
 
 from ..backend import get_array_module
+from ..cpu import products
 from ..fillers import fill
 from .base import Layer, register_layer
 
@@ -22,14 +23,15 @@ def accumulate_product(diff, a, b):
     xp = get_array_module(diff)
     rows, cols = diff.shape
     step = rows if xp is not np else max(1, min(rows, GRADIENT_BLOCK // max(cols, 1)))
+    matmul = products.for_module(xp)
     if step >= rows:
-        diff += xp.matmul(a, b)
+        diff += matmul(a, b)
         return
     scratch = xp.empty((step, cols), dtype=diff.dtype)
     for start in range(0, rows, step):
         end = min(start + step, rows)
         block = scratch[:end - start]
-        xp.matmul(a[start:end], b, out=block)
+        matmul(a[start:end], b, out=block)
         diff[start:end] += block
 
 
@@ -71,7 +73,7 @@ class InnerProductLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.m, self.k)
         y = top[0].data.reshape(self.m, self.num_output)
-        get_array_module(x).matmul(x, self._weight(), out=y)
+        products.for_module(get_array_module(x))(x, self._weight(), out=y)
         if self.bias_term:
             y += self.blobs[1].data
 
@@ -86,4 +88,5 @@ class InnerProductLayer(Layer):
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff[...] += dy.sum(axis=0)
         if propagate_down[0]:
-            get_array_module(dy).matmul(dy, self._weight().T, out=bottom[0].diff.reshape(self.m, self.k))
+            products.for_module(get_array_module(dy))(dy, self._weight().T,
+                                                      out=bottom[0].diff.reshape(self.m, self.k))

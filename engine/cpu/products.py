@@ -1,0 +1,116 @@
+"""Matrix products on every core: OpenBLAS on one thread, each product split over a pool of threads.
+
+OpenBLAS's own threads wait for each other by spinning: on a machine whose
+cores are shared (another process, the data layer's thread, numba's kernel
+threads) a two-thread product waits for a descheduled partner and burns
+several times its CPU time (ResNet-18's training step on 2 loaded cores: 6
+to 12 s of wall clock against 0.5 s split here). Here OpenBLAS runs on one
+thread, and each large product is cut into one part per thread, along the
+stack of matrices, the columns or the rows, each part a separate BLAS call
+on a thread of this module's pool (NumPy releases the GIL inside them).
+Every output element is still one BLAS dot product over the whole inner
+dimension, so the numbers are those of one unsplit product.
+
+Threads: as engine.cpu's kernels (OMP_NUM_THREADS when set, else every
+core). The split is on when engine.cpu's kernels are (ENGINE_CPU_KERNELS=0
+turns both off), ENGINE_CPU_SPLIT is not 0 and the loaded BLAS is an
+OpenBLAS whose thread count can be set at run time; else `matmul` is
+NumPy's and BLAS keeps its own threads.
+"""
+
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# Products below this many multiply-adds stay whole (a pool hand-off costs tens of microseconds).
+MIN_SPLIT = 1 << 21
+
+_STATE = {"threads": None, "pool": None}
+_LOCK = threading.Lock()
+_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+            "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def _openblas_setter():
+    """OpenBLAS's set_num_threads from the library this process loaded, or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter.argtypes = [ctypes.c_int]
+                setter.restype = None
+                return setter
+    return None
+
+
+def _wanted_threads():
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads():
+    """Threads the products are split over (1: not split); decided once, at the first product."""
+    if _STATE["threads"] is None:
+        with _LOCK:
+            if _STATE["threads"] is None:
+                count = _wanted_threads() if os.environ.get("ENGINE_CPU_SPLIT", "1") != "0" else 1
+                if count > 1:
+                    setter = _openblas_setter()
+                    if setter is None:
+                        count = 1
+                    else:
+                        setter(1)
+                        _STATE["pool"] = ThreadPoolExecutor(count, thread_name_prefix="engine-blas")
+                _STATE["threads"] = count
+    return _STATE["threads"]
+
+
+def _parts(size, count):
+    step = -(-size // count)
+    return [slice(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+def matmul(a, b, out=None):
+    """np.matmul(a, b, out=out), split over the pool when both are NumPy float arrays and it pays."""
+    from . import _STATE as KERNELS
+
+    if not (KERNELS["enabled"] and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2
+            and b.ndim >= 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)):
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    count = threads()
+    if count < 2 or m * n * k * int(np.prod(stack, dtype=np.int64)) < MIN_SPLIT or len(stack) > 1:
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(stack + (m, n), dtype=a.dtype)
+    pool = _STATE["pool"]
+    if stack and stack[0] >= count:  # whole matrices of the stack per thread
+        a, b = np.broadcast_to(a, stack + (m, k)), np.broadcast_to(b, stack + (k, n))
+        jobs = [pool.submit(np.matmul, a[part], b[part], out=out[part]) for part in _parts(stack[0], count)]
+    elif n >= m:  # column blocks
+        jobs = [pool.submit(np.matmul, a, b[..., part], out=out[..., part]) for part in _parts(n, count)]
+    else:  # row blocks
+        jobs = [pool.submit(np.matmul, a[..., part, :], b, out=out[..., part, :]) for part in _parts(m, count)]
+    for job in jobs:
+        job.result()
+    return out
+
+
+def for_module(xp):
+    """This module's matmul for NumPy arrays, the array module's own for others (CuPy)."""
+    return matmul if xp is np else xp.matmul

@@ -1,0 +1,101 @@
+"""engine/cpu/products.py: split products give NumPy's numbers, and the split turns on and off as documented."""
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import cpu
+from engine.cpu import products
+
+ROOT = Path(__file__).resolve().parents[3]
+RNG = np.random.default_rng(12)
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """A pool of two threads, as on a 2-core machine (the tests run with OMP_NUM_THREADS=1)."""
+    pool = ThreadPoolExecutor(2)
+    monkeypatch.setitem(products._STATE, "threads", 2)
+    monkeypatch.setitem(products._STATE, "pool", pool)
+    monkeypatch.setattr(products, "MIN_SPLIT", 1)
+    calls = []
+    submit = pool.submit
+    monkeypatch.setattr(pool, "submit", lambda *args, **kw: calls.append(args) or submit(*args, **kw))
+    yield calls
+    pool.shutdown()
+
+
+def _array(*shape, dtype=np.float32):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+CASES = {
+    "stack": lambda dtype: (_array(16, 40, 24, dtype=dtype), _array(16, 24, 8, dtype=dtype)),
+    "columns, broadcast stack": lambda dtype: (_array(1, 6, 50, dtype=dtype), _array(1, 50, 300, dtype=dtype)),
+    "rows": lambda dtype: (_array(301, 70, dtype=dtype), _array(70, 9, dtype=dtype)),
+    "transposed views": lambda dtype: (_array(90, 33, dtype=dtype).T, _array(120, 90, dtype=dtype).T),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_split_product_is_numpys(two_threads, case, dtype):
+    a, b = CASES[case](dtype)
+    want = np.matmul(a, b)
+    got = products.matmul(a, b)
+    assert len(two_threads) == 2, "the product was not split"
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0)
+    out = np.full(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), np.nan, dtype)
+    assert products.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, monkeypatch):
+    monkeypatch.setattr(products, "MIN_SPLIT", 1 << 21)
+    a, b = _array(8, 8), _array(8, 8)
+    np.testing.assert_array_equal(products.matmul(a, b), np.matmul(a, b))
+    monkeypatch.setattr(products, "MIN_SPLIT", 1)
+    np.testing.assert_array_equal(products.matmul(a.astype(np.int64), b.astype(np.int64)),
+                                  np.matmul(a.astype(np.int64), b.astype(np.int64)))
+    previous = cpu.set_enabled(False)
+    try:
+        products.matmul(a, b)
+    finally:
+        cpu.set_enabled(previous)
+    assert not two_threads
+    assert products.for_module(np) is products.matmul
+
+
+PROBE = """
+import json, numpy as np
+from engine.cpu import products
+threads = products.threads()
+a = np.ones((512, 512), np.float32)
+result = {"threads": threads, "product": float(products.matmul(a, a)[0, 0]),
+          "pool": products._STATE["pool"] is not None}
+print(json.dumps(result))
+"""
+
+
+def _probe(**env):
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ENGINE_CPU_SPLIT")}
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_threads_follow_omp_num_threads_and_the_switch():
+    assert _probe(OMP_NUM_THREADS="1") == {"threads": 1, "product": 512.0, "pool": False}
+    assert _probe(OMP_NUM_THREADS="2", ENGINE_CPU_SPLIT="0") == {"threads": 1, "product": 512.0, "pool": False}
+    split = _probe(OMP_NUM_THREADS="2")
+    assert split["product"] == 512.0
+    # NumPy's wheels bundle OpenBLAS, whose thread count the split sets to one.
+    assert split["threads"] == 2 and split["pool"]
