@@ -1,4 +1,4 @@
-"""Converters for the vision layers: convolutions, pooling, SPP, LRN, Crop.
+"""Converters for the vision layers: convolutions, Im2col, pooling, SPP, LRN, Crop.
 
 Pooling is where Caffe and ONNX differ most. Caffe's output size ceils and
 drops a last window that would start in the end padding; ONNX pools with
@@ -44,6 +44,23 @@ def convolution(ctx):
                    pads=list(layer.pad) * 2, dilations=list(layer.dilation), group=layer.group)
         outs.append(y if direct else ctx.reshape(y, ctx.top_shapes[index], out=ctx.out(index)))
     return outs
+
+
+@converter("Im2col")
+def im2col(ctx):
+    """Caffe's column buffer as a grouped Conv whose filters pick one kernel offset each: output
+    channel c * K + k (K = prod(kernel), k row-major) holds channel c at offset k, Caffe's order."""
+    layer = ctx.layer
+    shape = ctx.bottom_shapes[0]
+    channels, offsets = shape[layer.channel_axis], math.prod(layer.kernel)
+    picks = np.zeros((channels * offsets, 1) + tuple(layer.kernel), np.float32)
+    flat = picks.reshape(channels, offsets, offsets)
+    flat[:, np.arange(offsets), np.arange(offsets)] = 1
+    direct = layer.channel_axis == 1
+    y = ctx.op("Conv", [_batched(ctx, ctx.bottoms[0], shape, layer.channel_axis), ctx.const(picks, "picks")],
+               out=ctx.out(0) if direct else None, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+               pads=list(layer.pad) * 2, dilations=list(layer.dilation), group=channels)
+    return [y if direct else ctx.reshape(y, ctx.top_shapes[0], out=ctx.out(0))]
 
 
 def _end_pad(size, kernel, stride, pad, out):

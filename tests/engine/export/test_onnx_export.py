@@ -107,6 +107,9 @@ CASES = [
      'layer { name: "c" type: "ConvolutionDepthwise" bottom: "x" top: "y" convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }'
      'layer { name: "r" type: "ReLU6" bottom: "y" top: "y" }'
      'layer { name: "d" type: "DepthwiseConvolution" bottom: "x" top: "z" convolution_param { num_output: 4 group: 4 kernel_size: 3 pad: 1 } }'),
+    ("im2col", {"x": (2, 3, 7, 6)},
+     'layer { name: "i" type: "Im2col" bottom: "x" top: "y" convolution_param { kernel_h: 3 kernel_w: 2 '
+     'stride: 2 pad: 1 dilation: 2 } }'),
     ("inner_product_axis_transpose", {"x": (2, 3, 4)},
      'layer { name: "i" type: "InnerProduct" bottom: "x" top: "y" inner_product_param { num_output: 5 axis: 2 transpose: true } }'),
     ("neurons", {"x": (2, 3, 4)},
