@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from engine import formats
+from engine import backend, formats
 from engine.export import onnx_export
 from engine.net import TEST, Net
 
@@ -51,16 +51,18 @@ def build(path, size=None, batch=1):
 def _fill(net, rng):
     for layer in net.layers:
         for index, blob in enumerate(layer.blobs):
-            shape = blob.data.shape
-            if layer.type == "Scale" and index == 0:
-                blob.data[...] = rng.uniform(0.5, 1.0, shape).astype(np.float32)
-            elif layer.type in ("BatchNorm", "BN", "Normalize"):
-                blob.data[...] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-            elif index == 0 and len(shape) >= 2 and layer.type != "Embed":
-                fan_in = math.prod(shape[1:]) if layer.type != "Deconvolution" else shape[0] * math.prod(shape[2:])
-                blob.data[...] = rng.standard_normal(shape, np.float32) * np.float32(math.sqrt(2.0 / max(fan_in, 1)))
-            else:
-                blob.data[...] = rng.standard_normal(shape, np.float32) * np.float32(0.1)
+            blob.data[...] = backend.to_device(_draw(layer, index, blob.data.shape, rng), blob.xp)
+
+
+def _draw(layer, index, shape, rng):
+    if layer.type == "Scale" and index == 0:
+        return rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    if layer.type in ("BatchNorm", "BN", "Normalize"):
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if index == 0 and len(shape) >= 2 and layer.type != "Embed":
+        fan_in = math.prod(shape[1:]) if layer.type != "Deconvolution" else shape[0] * math.prod(shape[2:])
+        return rng.standard_normal(shape, np.float32) * np.float32(math.sqrt(2.0 / max(fan_in, 1)))
+    return rng.standard_normal(shape, np.float32) * np.float32(0.1)
 
 
 def prepare(net, seed=0):

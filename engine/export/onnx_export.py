@@ -12,6 +12,7 @@ so a net can be exported up to such a layer (SSD's DetectionOutput).
 import numpy as np
 
 from .. import caffe_pb2, formats, netgraph
+from ..backend import to_device, to_host
 from .onnx_graph import CONVERTERS, ExportError, Graph, LayerContext, float_input
 from . import onnx_forks, onnx_layers, onnx_neurons, onnx_vision  # noqa: F401  (register converters)
 
@@ -190,13 +191,14 @@ def agreement(net, model, seed=0, feeds=None):
     for name in input_names(net):
         if name not in feeds:
             feeds[name] = rng.standard_normal(net.blobs[name].shape).astype(np.float32)
-        net.blobs[name].data[...] = feeds[name]
+        blob = net.blobs[name]
+        blob.data[...] = to_device(feeds[name], blob.xp)
     net.forward()
     theirs = run_onnx(model, feeds)
     result = {}
     renamed = {prop.key[len("blob:"):]: prop.value for prop in model.metadata_props if prop.key.startswith("blob:")}
     for name, value in theirs.items():
-        ours = np.asarray(net.blobs[renamed.get(name, name)].data, dtype=np.float64)
+        ours = to_host(net.blobs[renamed.get(name, name)].data).astype(np.float64)
         scale = max(float(np.max(np.abs(ours))) if ours.size else 0.0, 1e-30)
         result[name] = float(np.max(np.abs(ours - value))) / scale if ours.size else 0.0
     return result

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..backend import to_host
 from .onnx_graph import converter
 from .onnx_vision import convolution
 
@@ -64,7 +65,7 @@ def normalize(ctx):
 def prior_box(ctx):
     # The boxes depend on the bottoms' shapes only: run the layer once and keep its output.
     ctx.layer.forward(ctx.bottom_blobs, ctx.top_blobs)
-    return [ctx.identity(ctx.const(np.asarray(ctx.top_blobs[0].data), "priors"))]
+    return [ctx.identity(ctx.const(to_host(ctx.top_blobs[0].data), "priors"))]
 
 
 @converter("BN")

@@ -12,6 +12,7 @@ here in Python, exactly as the engine did it when it built the net.
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from ..backend import to_host
 from ..errors import NetError
 
 CONVERTERS = {}
@@ -83,7 +84,7 @@ class LayerContext:
         self.bottom_shapes = [tuple(s) for s in bottom_shapes]
         self.top_shapes = [tuple(s) for s in top_shapes]
         self._top_names = top_names
-        self.blobs = [np.asarray(blob.data, dtype=np.float32) for blob in layer.blobs]
+        self.blobs = [to_host(blob.data).astype(np.float32, copy=False) for blob in layer.blobs]
         # The engine's Blobs, for layers whose output depends on shapes only (computed once, here).
         self.bottom_blobs, self.top_blobs = list(bottom_blobs), list(top_blobs)
 

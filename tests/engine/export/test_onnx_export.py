@@ -39,6 +39,16 @@ def test_zoo_net_matches_onnxruntime(name):
     assert model.opset_import[0].version == onnx_export.DEFAULT_OPSET
 
 
+def test_net_on_either_device_exports(mode):
+    """The converters read weights and shape-only results (PriorBox) from host copies, so a net
+    built in GPU mode exports the same model."""
+    net = onnx_check.build(ROOT / "nets" / "ssd_shapes" / "deploy.prototxt")
+    feeds = onnx_check.prepare(net)
+    onnx_check.export_and_check(net, feeds, outputs=net.bottom_names["detection_out"])
+    net = onnx_check.build(ROOT / "nets" / "mobilenet_v2" / "deploy.prototxt", 32)
+    onnx_check.export_and_check(net, onnx_check.prepare(net))
+
+
 def test_ssd_exports_up_to_detection_output():
     """DetectionOutput is refused, naming file, line and layer; the blobs it reads export."""
     path = ROOT / "nets" / "ssd_shapes" / "deploy.prototxt"
