@@ -28,7 +28,7 @@ import numpy as np
 # Products below this many multiply-adds stay whole (a pool hand-off costs tens of microseconds).
 MIN_SPLIT = 1 << 21
 
-_STATE = {"threads": None, "pool": None}
+_STATE = {"threads": None, "pool": None, "pid": None}
 _LOCK = threading.Lock()
 _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -74,9 +74,18 @@ def threads():
                         count = 1
                     else:
                         setter(1)
-                        _STATE["pool"] = ThreadPoolExecutor(count, thread_name_prefix="engine-blas")
                 _STATE["threads"] = count
     return _STATE["threads"]
+
+
+def _pool():
+    """The pool of threads(), made in this process (a forked child does not inherit the threads)."""
+    if _STATE["pool"] is None or _STATE["pid"] != os.getpid():
+        with _LOCK:
+            if _STATE["pool"] is None or _STATE["pid"] != os.getpid():
+                _STATE["pool"] = ThreadPoolExecutor(_STATE["threads"], thread_name_prefix="engine-blas")
+                _STATE["pid"] = os.getpid()
+    return _STATE["pool"]
 
 
 def _parts(size, count):
@@ -98,7 +107,7 @@ def matmul(a, b, out=None):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(stack + (m, n), dtype=a.dtype)
-    pool = _STATE["pool"]
+    pool = _pool()
     if stack and stack[0] >= count:  # whole matrices of the stack per thread
         a, b = np.broadcast_to(a, stack + (m, k)), np.broadcast_to(b, stack + (k, n))
         jobs = [pool.submit(np.matmul, a[part], b[part], out=out[part]) for part in _parts(stack[0], count)]

@@ -23,6 +23,7 @@ def two_threads(monkeypatch):
     pool = ThreadPoolExecutor(2)
     monkeypatch.setitem(products._STATE, "threads", 2)
     monkeypatch.setitem(products._STATE, "pool", pool)
+    monkeypatch.setitem(products._STATE, "pid", os.getpid())
     monkeypatch.setattr(products, "MIN_SPLIT", 1)
     calls = []
     submit = pool.submit
@@ -79,6 +80,12 @@ threads = products.threads()
 a = np.ones((512, 512), np.float32)
 result = {"threads": threads, "product": float(products.matmul(a, a)[0, 0]),
           "pool": products._STATE["pool"] is not None}
+if threads > 1:
+    import os
+    child = os.fork()
+    if child == 0:  # a forked child makes its own pool and still splits
+        os._exit(0 if products.matmul(a, a)[0, 0] == 512.0 and products._STATE["pid"] == os.getpid() else 1)
+    result["child"] = os.waitpid(child, 0)[1]
 print(json.dumps(result))
 """
 
@@ -98,4 +105,4 @@ def test_threads_follow_omp_num_threads_and_the_switch():
     split = _probe(OMP_NUM_THREADS="2")
     assert split["product"] == 512.0
     # NumPy's wheels bundle OpenBLAS, whose thread count the split sets to one.
-    assert split["threads"] == 2 and split["pool"]
+    assert split["threads"] == 2 and split["pool"] and split["child"] == 0
