@@ -96,3 +96,10 @@ def test_launcher_runs_from_another_folder(lenet, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.onnx").is_file()
+
+
+def test_missing_onnx_package_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    assert main(["--model", "m", "--weights", "w", "--output", "x.onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err == "export_onnx: export_onnx needs the onnx package: pip install '.[onnx]' (or pip install onnx)\n"
