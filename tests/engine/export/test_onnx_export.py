@@ -74,10 +74,12 @@ def test_ssd_exports_up_to_detection_output():
 CASES = [
     ("pool_max_ceil_pad", {"x": (2, 3, 9, 10)},
      'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }'),
-    ("pool_max_window_in_padding", {"x": (1, 2, 5, 5)},
+    ("pool_max_last_window_dropped", {"x": (1, 2, 5, 5)},
      'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: MAX kernel_size: 2 stride: 2 pad: 1 } }'),
     ("pool_ave_ceil_pad", {"x": (2, 3, 9, 10)},
      'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 stride: 2 pad_h: 1 pad_w: 1 } }'),
+    ("pool_ave_overhang", {"x": (1, 2, 8, 9)},
+     'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }'),
     ("pool_ave_floor", {"x": (1, 3, 8, 7)},
      'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: AVE kernel_size: 3 stride: 2 round_mode: FLOOR } }'),
     ("pool_global", {"x": (2, 4, 5, 6)},
