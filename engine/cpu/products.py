@@ -120,6 +120,22 @@ def matmul(a, b, out=None):
     return out
 
 
+def in_parts(size, function, minimum=MIN_SPLIT):
+    """function(part) for consecutive slices `part` covering range(size), one per thread of the pool.
+
+    One call with the whole range when the split is off, or `minimum` (the work, in multiply-adds)
+    is under MIN_SPLIT.
+    """
+    from . import _STATE as KERNELS
+
+    count = threads() if KERNELS["enabled"] else 1
+    if count < 2 or minimum < MIN_SPLIT or size < 2:
+        function(slice(0, size))
+        return
+    for job in [_pool().submit(function, part) for part in _parts(size, count)]:
+        job.result()
+
+
 def for_module(xp):
     """This module's matmul for NumPy arrays, the array module's own for others (CuPy)."""
     return matmul if xp is np else xp.matmul

@@ -19,20 +19,26 @@ GRADIENT_BLOCK = 1 << 18
 
 
 def accumulate_product(diff, a, b):
-    """diff += a @ b, in blocks of rows of `diff` on the CPU; `diff` is C-contiguous (rows, cols)."""
+    """diff += a @ b, in blocks of rows of `diff` on the CPU; `diff` is C-contiguous (rows, cols).
+
+    On the CPU each thread of engine/cpu/products.py's pool takes a range of rows, with its own block.
+    """
     xp = get_array_module(diff)
     rows, cols = diff.shape
     step = rows if xp is not np else max(1, min(rows, GRADIENT_BLOCK // max(cols, 1)))
-    matmul = products.for_module(xp)
     if step >= rows:
-        diff += matmul(a, b)
+        diff += products.for_module(xp)(a, b)
         return
-    scratch = xp.empty((step, cols), dtype=diff.dtype)
-    for start in range(0, rows, step):
-        end = min(start + step, rows)
-        block = scratch[:end - start]
-        matmul(a[start:end], b, out=block)
-        diff[start:end] += block
+
+    def accumulate(part):
+        scratch = np.empty((step, cols), dtype=diff.dtype)
+        for start in range(part.start, part.stop, step):
+            end = min(start + step, part.stop)
+            block = scratch[:end - start]
+            np.matmul(a[start:end], b, out=block)
+            diff[start:end] += block
+
+    products.in_parts(rows, accumulate, minimum=rows * cols * a.shape[1])
 
 
 @register_layer

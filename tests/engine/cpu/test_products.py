@@ -73,6 +73,23 @@ def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, 
     assert products.for_module(np) is products.matmul
 
 
+def test_in_parts_covers_the_range_once(two_threads):
+    seen = []
+    products.in_parts(7, lambda part: seen.extend(range(part.start, part.stop)))
+    assert sorted(seen) == list(range(7)) and len(two_threads) == 2
+
+
+def test_inner_product_weight_gradient_in_row_ranges(two_threads, monkeypatch):
+    from engine.layers import inner_product
+
+    monkeypatch.setattr(inner_product, "GRADIENT_BLOCK", 64)  # blocks of 3 rows of 20
+    diff, a, b = _array(11, 20), _array(11, 5), _array(5, 20)
+    want = diff + np.matmul(a, b)
+    inner_product.accumulate_product(diff, a, b)
+    assert len(two_threads) == 2
+    np.testing.assert_allclose(diff, want, rtol=1e-6)
+
+
 PROBE = """
 import json, numpy as np
 from engine.cpu import products
