@@ -17,8 +17,12 @@ ENGINE_CPU_COMPILE=wait makes the first use wait for that build instead (the
 tests and benchmarks set it). Numba is imported only when a kernel is first
 asked for.
 
+Matrix products are BLAS's, split over a pool of threads by products.py
+(OpenBLAS's own threads spin on shared cores).
+
 Threads: OMP_NUM_THREADS when set (the benchmarks and tests set it), else
-every core. ENGINE_CPU_KERNELS=0 turns the kernels off (the NumPy path runs).
+every core. ENGINE_CPU_KERNELS=0 turns the kernels and the split off (the
+NumPy path runs).
 """
 
 import hashlib
