@@ -10,7 +10,7 @@ reader stands after the batches the net has taken (cursor and offset, list
 order, file and row order) with the random state of its transforms. It is
 written before the state file, so a state on disk always has its own; a
 state without one (Caffe's, or an older run's) resumes as in Caffe, from the
-start of the data.
+start of the data, and so does a data-parallel run (only rank 0 snapshots).
 """
 
 import json
@@ -55,6 +55,11 @@ def load(solver, state_path, iteration):
     """The checked contents of `state_path`'s sidecar for a state of `iteration`, or None when it has
     none (Caffe's own snapshots); nothing is changed yet, so a bad file leaves the solver as it was."""
     path = sidecar(state_path)
+    if backend.solver_count() > 1:
+        # Only rank 0 writes snapshots, and its random states are not the other workers': every
+        # worker starts its readers over, together, as Caffe's data-parallel resume does.
+        log.info("Data-parallel resume: the data readers and random generators start over, as in Caffe")
+        return None
     try:
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)

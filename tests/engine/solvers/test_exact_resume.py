@@ -211,3 +211,27 @@ def test_a_bad_resume_file_is_refused_in_one_line(tmp_path, monkeypatch, content
             assert fresh.iter == 0
     finally:
         stop_readers(solver, *([fresh] if fresh else []))
+
+
+def test_data_parallel_resume_starts_the_readers_over(tmp_path, monkeypatch, caplog):
+    """Only rank 0 snapshots; its random states are not the other workers', so every worker starts over."""
+    from engine import backend
+
+    caplog.set_level("INFO", "engine.solver")
+    write_dbs(tmp_path)
+    write_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    solver = solver_in(tmp_path / "run")
+    fresh = None
+    try:
+        solver.step(2)
+        _, state = solver.snapshot()
+        stop_readers(solver)
+        fresh = solver_in(tmp_path / "run")
+        monkeypatch.setattr(backend, "_parallel", {"rank": 1, "count": 2})
+        before = fresh.net.layer_dict["mnist"].resume_state()
+        fresh.restore(state)
+        assert fresh.iter == 2 and fresh.net.layer_dict["mnist"].resume_state() == before
+        assert "Data-parallel resume: the data readers and random generators start over" in caplog.text
+    finally:
+        stop_readers(solver, *([fresh] if fresh else []))
