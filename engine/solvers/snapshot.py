@@ -59,6 +59,23 @@ class SnapshotMixin:
             raise SolverError(f"Cannot write to snapshot prefix '{prefix}'.  Make sure that the directory "
                               "exists and is writeable.") from None
 
+    def remove_stale_temporaries(self):
+        """Delete the temporary files of this prefix's snapshots that a killed run left half-written
+        (`.<name>_iter_<N>.<ext>.<random>.tmp`): each is as large as a snapshot, and repeated kills
+        would fill the disk with them."""
+        prefix = Path(self.snapshot_filename(""))
+        folder, name = prefix.parent, Path(str(self.param.snapshot_prefix)).name
+        pattern = re.compile(rf"\.{re.escape(name)}_iter_\d+\.(caffemodel|solverstate)[.\w]*\.\w+\.tmp")
+        try:
+            entries = list(folder.iterdir()) if folder.is_dir() else []
+        except OSError:
+            return
+        for entry in entries:
+            if pattern.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    log.info("Removed %s, left half-written by an interrupted snapshot", entry)
+
     def snapshot(self):
         """Write the learned net, then the solver state; returns (model path, state path).
 
@@ -141,6 +158,7 @@ class SnapshotMixin:
             mine[...] = xp.asarray(saved.reshape(mine.shape), dtype=mine.dtype)
         if readers is not None:
             resume.apply(self, readers)
+        self.remove_stale_temporaries()
 
     def _check_weights_fit(self, weights, state_path):
         """Refuse, before copying anything, learned weights that are not this net's."""

@@ -107,7 +107,8 @@ def test_killed_and_resumed_run_ends_bit_for_bit_as_an_uninterrupted_one(tmp_pat
     _, err = straight.communicate(timeout=300)
     assert straight.returncode == 0, err.decode()[-3000:]
     assert kills == KILLS and starts == KILLS + 1
-    # A kill mid-write may leave a temporary file, never a half-written snapshot.
+    # A kill mid-write may leave a temporary file (the next resume removes it), never a half-written snapshot.
+    assert not list((killed / "snap").glob(".*.tmp"))
     for path in (killed / "snap").glob("lenet_iter_*.caffemodel"):
         formats.read_weights(path)
     for path in (killed / "snap").glob("lenet_iter_*.solverstate"):

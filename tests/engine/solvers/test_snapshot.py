@@ -297,3 +297,16 @@ def test_a_write_that_fails_in_the_kernel_keeps_the_previous_snapshot(tmp_path, 
                                      f"{tmp_path}/run_iter_2{state} is intact")
     assert names(tmp_path) == [f"run_iter_2{model}", f"run_iter_2{state}", f"run_iter_2{state}.resume"]
     assert statefile.read(tmp_path / f"run_iter_2{state}").iter == 2
+
+
+def test_resume_removes_temporaries_a_killed_snapshot_left(tmp_path):
+    solver = make(tmp_path)
+    solver.step(1)
+    _, state = solver.snapshot()
+    stale = [".run_iter_2.caffemodel.k3j_x9.tmp", ".run_iter_2.solverstate.resume.a1b2c3.tmp",
+             ".run_iter_4.caffemodel.h5.zz9q_1.tmp"]
+    kept = [".other_iter_2.caffemodel.k3j_x9.tmp", "run_iter_2.notes.tmp", ".run_iter_x.caffemodel.ab.tmp"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"half")
+    make(tmp_path).restore(state)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted(kept)
