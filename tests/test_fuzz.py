@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,6 +296,63 @@ def test_python_api_raises_engine_errors(tmp_path, memory_limit):
             assert "\n" not in str(exc), case
         except _TooSlow:
             pytest.fail(f"{case}: engine.Net took more than {CASE_LIMIT_S} s")
+        except Exception as exc:
+            raise AssertionError(f"{case}: {type(exc).__name__}: {exc}") from exc
+
+
+def _mutate_binary(data, rng):
+    """Cut short, flipped bits, or a run of garbage bytes over the file."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return data[:rng.randrange(len(data))]
+    if kind == 1:
+        data = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        return bytes(data)
+    at = rng.randrange(len(data))
+    return data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 32))) + data[at + 1:]
+
+
+def test_binary_files_survive_mutations(tmp_path, monkeypatch, memory_limit):
+    """Mangled .caffemodel, .caffemodel.h5, .solverstate, .solverstate.h5 and mean .binaryproto files:
+    each is read, or refused with an engine.errors exception of one line."""
+    from engine import caffe_pb2, formats
+    from engine.errors import CaffeError
+    from engine.solvers import solver_class
+    from engine.solvers.netsetup import read_solver_param
+
+    folder = _train_case_folder(tmp_path, "sgd_step")
+    monkeypatch.chdir(folder)
+    param = read_solver_param("solver.prototxt")
+    solver = solver_class(param.type)(param)
+    solver.step(1)
+    originals = {}
+    for fmt in (caffe_pb2.SolverParameter.BINARYPROTO, caffe_pb2.SolverParameter.HDF5):
+        solver.param.snapshot_format = fmt
+        model, state = solver.snapshot()
+        originals[model] = Path(model).read_bytes()
+        originals[state] = Path(state).read_bytes()
+    mean = formats.array_to_blobproto(np.full((1, 6, 6), 3, np.float32)).SerializeToString()
+    originals["mean.binaryproto"] = mean
+    readers = {".caffemodel": solver.net.copy_from, ".h5": solver.net.copy_from,
+               ".solverstate": solver.restore, ".binaryproto": formats.read_mean}
+    names = sorted(originals)
+    for seed in range(FIRST_SEED, FIRST_SEED + max(50, COUNT // 2)):
+        rng = random.Random(seed)
+        name = rng.choice(names)
+        target = folder / f"mutant{seed % 7}_{name}"
+        target.write_bytes(_mutate_binary(originals[name], rng))
+        reader = readers[".solverstate"] if ".solverstate" in name else readers[Path(name).suffix]
+        case = f"seed {seed}: {name}"
+        try:
+            with _deadline(CASE_LIMIT_S):
+                reader(str(target))
+        except CaffeError as exc:
+            assert "\n" not in str(exc) and target.name in str(exc) or "learned_net" in str(exc), \
+                f"{case}: {exc}"
+        except _TooSlow:
+            pytest.fail(f"{case}: reading took more than {CASE_LIMIT_S} s")
         except Exception as exc:
             raise AssertionError(f"{case}: {type(exc).__name__}: {exc}") from exc
 

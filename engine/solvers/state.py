@@ -66,7 +66,11 @@ def _read_binary(path):
     except ProtoError as exc:
         raise SolverError(f"cannot read solver state {path}: a history blob: {exc} (truncated or garbled?)") \
             from None
-    return SolverStateData(proto.iter, proto.learned_net, proto.current_step, history)
+    learned_net = proto.learned_net
+    if isinstance(learned_net, bytes):  # protobuf hands back a string field that is not UTF-8 as bytes
+        raise SolverError(f"cannot read solver state {path}: its learned_net name is not UTF-8 text "
+                          f"({learned_net[:60]!r}; truncated or garbled?)")
+    return SolverStateData(proto.iter, learned_net, proto.current_step, history)
 
 
 def _scalar(value):

@@ -310,3 +310,10 @@ def test_resume_removes_temporaries_a_killed_snapshot_left(tmp_path):
         (tmp_path / name).write_bytes(b"half")
     make(tmp_path).restore(state)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted(kept)
+
+
+def test_state_whose_learned_net_name_is_not_utf8(tmp_path):
+    path = tmp_path / "bad.solverstate"
+    path.write_bytes(b"\x08\x03\x12\x02\xff\xfe")  # iter: 3, learned_net: two bytes that are not UTF-8
+    with pytest.raises(SolverError, match=r"bad.solverstate: its learned_net name is not UTF-8 text"):
+        make(tmp_path).restore(str(path))
