@@ -1,4 +1,5 @@
-"""Seeded mutations of real prototxts through tools/summary and tools/train.
+"""Seeded mutations of real prototxts through tools/summary, tools/train and engine.Net, and of
+snapshots and mean files through the Python API that reads them.
 
 Every mutation (truncation, flipped bytes, binary garbage, numbers set to 0,
 -1, huge, NaN or a string, dropped braces, deleted, duplicated or swapped
@@ -6,7 +7,9 @@ lines) must end in exit status 0, or in status 1 with one line that says
 what is wrong: never a traceback, an abort or a run that takes more than
 30 s. The tools' main functions run in-process (fast); anything they raise
 other than the engine's errors fails the test with the mutation that caused
-it, which `python tests/test_fuzz.py SEED` replays.
+it, which `python tests/test_fuzz.py SEED` replays. Mangled binary files
+(.caffemodel, .solverstate, their HDF5 forms, mean .binaryproto) must be
+read or refused with an engine error of one line.
 
 The seeds are the repository's own nets and the reference nets, plus the
 third-party corpus when it is beside the checkout. FUZZ_COUNT sets how many
