@@ -4,6 +4,7 @@ import sys
 
 from . import commands, timing
 from .. import gflags
+from ..tools import quiet_on_closed_pipe
 
 CAFFE_USAGE = """caffe: command line brew
 usage: caffe <command> <args>
@@ -59,6 +60,7 @@ ALL = ("gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights
        "sigint_effect", "sighup_effect")
 
 
+@quiet_on_closed_pipe
 def caffe_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     flags = _flags(*ALL)
@@ -77,6 +79,7 @@ def caffe_main(argv=None):
     return commands.run("caffe", actions[positional[0]], values)
 
 
+@quiet_on_closed_pipe
 def train_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     flags = _flags("solver", "weights", "snapshot", "gpu", "iterations", "sigint_effect", "sighup_effect",
@@ -98,6 +101,7 @@ def train_main(argv=None):
     return commands.run("train", commands.train, values, max_iter)
 
 
+@quiet_on_closed_pipe
 def test_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     flags = _flags("model", "weights", "iterations", "gpu", "level", "stage", "oversample")
@@ -110,6 +114,7 @@ def test_main(argv=None):
     return commands.run("test", commands.test, values)
 
 
+@quiet_on_closed_pipe
 def time_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     flags = _flags("model", "weights", "iterations", "phase", "gpu", "level", "stage")

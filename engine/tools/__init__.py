@@ -11,7 +11,9 @@ caffe, train, test and time live in engine/solvers/cli.py, beside the
 commands they run.
 """
 
+import functools
 import logging
+import os
 import sys
 
 from ..errors import CaffeError
@@ -33,4 +35,28 @@ def run(body, argv=None, prefix="error", logs=False):
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _pipe_closed()
     return status or 0
+
+
+def _pipe_closed():
+    """The reader of our output went away (`caffe --help | head`): stop quietly with SIGPIPE's
+    status, as a C++ tool would, and point stdout at /dev/null so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced by something without a descriptor
+        pass
+    return 141
+
+
+def quiet_on_closed_pipe(main):
+    """Decorate a command's main so that output piped into a reader that stops early ends quietly."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except BrokenPipeError:
+            return _pipe_closed()
+    return wrapper

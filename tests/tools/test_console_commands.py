@@ -62,6 +62,20 @@ def test_command_imports_and_answers_help(command, capsys):
     assert len(out.strip().splitlines()) >= 1 and "Traceback" not in out + err
 
 
+
+@pytest.mark.parametrize("tool", ["caffe", "train", "summary", "parse_log"])
+def test_help_into_a_closed_pipe_ends_quietly(tool):
+    """`caffe --help | head -1`: the reader leaves early; no traceback, SIGPIPE's status or success."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the tool writes anything: every write fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "tools" / tool), "--help"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and done.returncode in (0, 141), done.stderr
+
+
 SOLVER = """net: "net.prototxt"
 base_lr: 0.1
 lr_policy: "fixed"
