@@ -14,7 +14,8 @@ net's Input layer transform_param when it has one, else to SSD's recipe
 (mean 104,117,123, scale 1). --labelmap gives the labels' display names.
 The JSON of every image's detections goes to stdout and to
 DIR/detections.json, and DIR/NAME.png is each image with its boxes drawn
-(DIR: --output, by default the folder "detections" in the current one).
+(DIR: --output, by default the folder "detections" in the current one;
+NAME_2.png and so on where images share a name; each entry's "drawn" says which).
 """
 
 import json
@@ -141,6 +142,7 @@ def _main(argv):
     except OSError as exc:
         raise CaffeError(f"--output {output}: cannot make the folder: {exc.strerror}") from None
     results = []
+    drawn_names = set()
     for path in images:
         image = read_image(path, COLOR)
         data.data[...] = backend.to_device(prepare(image, height, width, mean, scale), data.xp)
@@ -150,15 +152,26 @@ def _main(argv):
             raise CaffeError(f"{flags['model']}: the last output '{net.outputs[-1]}' is {rows.shape}, "
                              "expected DetectionOutput's rows of 7")
         found = detections(rows, image.shape[0], image.shape[1], threshold, names)
+        drawn = output / _drawn_name(Path(path).stem, drawn_names)
         results.append({"image": str(path), "height": image.shape[0], "width": image.shape[1],
-                        "detections": found})
+                        "drawn": str(drawn), "detections": found})
         log.info("%s: %d detection(s)", path, len(found))
-        draw(path, image, found, output / f"{Path(path).stem}.png")
+        draw(path, image, found, drawn)
     text = json.dumps(results, indent=1)
     (output / "detections.json").write_text(text + "\n")
     print(text)
     log.info("Wrote %s/detections.json and %d drawn image(s)", output, len(images))
     return 0
+
+
+def _drawn_name(stem, taken):
+    """NAME.png, or NAME_2.png, NAME_3.png ... when images from different folders share a name."""
+    name, count = f"{stem}.png", 1
+    while name in taken:
+        count += 1
+        name = f"{stem}_{count}.png"
+    taken.add(name)
+    return name
 
 
 def main(argv=None):

@@ -99,6 +99,27 @@ def test_detections_json_and_drawings(tmp_path, fixed):
     np.testing.assert_array_equal(module.SEEN[0][0], expected)
 
 
+
+def test_images_sharing_a_name_get_their_own_drawings(tmp_path, fixed):
+    name, _ = fixed
+    write_inputs(tmp_path, name)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "one.png").write_bytes((tmp_path / "two.png").read_bytes())
+    status = detect.main(["--model", str(tmp_path / "deploy.prototxt"), "--weights", str(tmp_path / "w.caffemodel"),
+                          "--output", str(tmp_path / "out"), str(tmp_path / "one.png"),
+                          str(tmp_path / "other" / "one.png")])
+    assert status == 0
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [Path(r["drawn"]).name for r in results] == ["one.png", "one_2.png"]
+    from PIL import Image
+
+    sizes = []
+    for result in results:
+        with Image.open(result["drawn"]) as drawn:
+            sizes.append(drawn.size)
+    assert sizes == [(60, 40), (25, 25)]  # each drawing is its own image, none overwritten
+
+
 def test_mean_and_scale_from_the_deploy_net_and_flags(tmp_path, fixed, capsys, monkeypatch):
     name, module = fixed
     images = write_inputs(tmp_path, name, 'transform_param { mean_value: 1 mean_value: 2 mean_value: 3 scale: 0.5 }')
