@@ -15,6 +15,13 @@ SmoothL1Loss over d = inside_weights * (pred - target):
     f(d) = 0.5 * (sigma * d)^2 if |d| < 1 / sigma^2, else |d| - 0.5 / sigma^2,
 with the weights optional (both or neither). Gradients flow to pred and
 target, scaled by both weights.
+
+SSD (weiliu89/caffe) registers a SmoothL1Loss of its own under the same
+name, with one optional weights bottom: d = weights * (pred - target), the
+same loss with sigma 1 and no outside weights. Fast R-CNN refuses three
+bottoms, so three bottoms mean SSD's layer, and its backward is SSD's too:
+f'(d) goes back unscaled by the weights (the fork's gradient leaves them
+out; where the weights are 0 or 1, as SSD's masks are, that is exact).
 """
 
 import numpy as np
@@ -165,13 +172,12 @@ class SmoothL1LossLayer(LossLayer):
         sigma = self.param.smooth_l1_loss_param.sigma
         self.sigma2 = float(sigma) * float(sigma)
         self.has_weights = len(bottom) >= 3
-        self.check(len(bottom) != 3, "If weights are used, must specify both inside and outside weights "
-                                     "(bottoms: pred, target, inside_weights, outside_weights)")
+        self.ssd_weights = len(bottom) == 3  # SSD's form: pred, target, weights
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
         legacy = [tuple(b.shape[1:]) + (1,) * (4 - len(b.shape)) for b in bottom]
-        names = ["prediction", "target", "inside weights", "outside weights"]
+        names = ["prediction", "target", "weights" if self.ssd_weights else "inside weights", "outside weights"]
         for index in range(1, len(bottom)):
             self.check(bottom[index].shape[:1] == bottom[0].shape[:1] and legacy[index] == legacy[0],
                        f"{names[index]} shape {bottom[index].shape} does not match the prediction's "
@@ -187,7 +193,7 @@ class SmoothL1LossLayer(LossLayer):
         magnitude = xp.abs(diff)
         quadratic = magnitude < 1.0 / self.sigma2
         errors = xp.where(quadratic, 0.5 * diff * diff * self.sigma2, magnitude - 0.5 / self.sigma2)
-        if self.has_weights:
+        if len(bottom) == 4:
             errors = errors * bottom[3].data.reshape(count)
         top[0].data[...] = errors.sum() / bottom[0].shape[0]
 
@@ -195,7 +201,7 @@ class SmoothL1LossLayer(LossLayer):
         xp = get_array_module(self.diff)
         diff = self.diff
         slope = xp.where(xp.abs(diff) < 1.0 / self.sigma2, self.sigma2 * diff, xp.sign(diff))
-        if self.has_weights:
+        if len(bottom) == 4:
             count = diff.size
             slope = slope * bottom[2].data.reshape(count) * bottom[3].data.reshape(count)
         weight = top[0].diff.reshape(()) / bottom[0].shape[0]

@@ -1,4 +1,4 @@
-"""ROIPooling against OpenCV's dnn importer, SmoothL1Loss against the fork's formula,
+"""ROIPooling against OpenCV's dnn importer, SmoothL1Loss against the forks' formulas (Fast R-CNN's, SSD's),
 gradients in float64, and the one-line errors for bad settings and inputs."""
 
 import numpy as np
@@ -155,10 +155,36 @@ def test_smooth_l1_gradients_reach_pred_and_target():
                    bottoms_checked=[0, 1])
 
 
+def ssd_smooth_l1(pred, target, weights):
+    """SSD's SmoothL1Loss: its forward loop over d = w * (pred - target), and its backward's f'(d)."""
+    d = (weights * (pred - target)).ravel()
+    loss = sum(0.5 * v * v if abs(v) < 1 else abs(v) - 0.5 for v in d) / pred.shape[0]
+    slope = np.array([v if abs(v) < 1 else np.sign(v) for v in d]).reshape(pred.shape) / pred.shape[0]
+    return loss, slope
+
+
+def test_smooth_l1_with_ssd_weights_bottom():
+    pred, target = RNG.standard_normal((4, 8)) * 2, RNG.standard_normal((4, 8)) * 2
+    weights = RNG.random((4, 8)) * 2
+    layer, bottom, top = build_layer('type: "SmoothL1Loss"', [pred, target, weights])
+    (loss,) = forward(layer, bottom, top)
+    expected_loss, expected_slope = ssd_smooth_l1(pred, target, weights)
+    np.testing.assert_allclose(loss, expected_loss)
+    top[0].diff[...] = 1.0
+    layer.backward(top, [True, True, False], bottom)
+    np.testing.assert_allclose(bottom[0].diff, expected_slope)  # the fork's: not scaled by the weights
+    np.testing.assert_allclose(bottom[1].diff, -expected_slope)
+    # With SSD's 0/1 masks that gradient is the true one.
+    d = np.concatenate([RNG.uniform(0.2, 0.8, (3, 3)), RNG.uniform(1.3, 2, (3, 3))], 1) * RNG.choice([-1, 1], (3, 6))
+    pred = RNG.standard_normal((3, 6))
+    check_gradient('type: "SmoothL1Loss"', [pred, pred - d, RNG.integers(0, 2, (3, 6)).astype(float)],
+                   bottoms_checked=[0, 1])
+
+
 def test_smooth_l1_errors():
     a = np.zeros((2, 4))
-    with pytest.raises(LayerError, match="must specify both inside and outside weights"):
-        build_layer('type: "SmoothL1Loss"', [a, a, a])
+    with pytest.raises(LayerError, match=r"weights shape \(2, 3\) does not match"):
+        build_layer('type: "SmoothL1Loss"', [a, a, np.zeros((2, 3))])
     with pytest.raises(LayerError, match=r"target shape \(2, 5\) does not match"):
         build_layer('type: "SmoothL1Loss"', [a, np.zeros((2, 5))])
     with pytest.raises(LayerError, match=r"outside weights shape \(2, 3\) does not match"):
