@@ -19,7 +19,7 @@ from engine.data.datum import array_to_datum
 from engine.data.db import open_writer
 
 ROOT = Path(__file__).resolve().parents[3]
-MAX_ITER, SNAPSHOT, KILLS = 48, 4, 3
+MAX_ITER, SNAPSHOT, KILLS = 96, 4, 3
 
 
 def write_dbs(folder):
@@ -106,7 +106,7 @@ def test_killed_and_resumed_run_ends_bit_for_bit_as_an_uninterrupted_one(tmp_pat
         break
     _, err = straight.communicate(timeout=300)
     assert straight.returncode == 0, err.decode()[-3000:]
-    assert kills == KILLS and starts == KILLS + 1
+    assert kills == KILLS and starts == KILLS + 1, f"a run ended before its kill ({kills} kills)"
     # A kill mid-write may leave a temporary file (the next resume removes it), never a half-written snapshot.
     assert not list((killed / "snap").glob(".*.tmp"))
     for path in (killed / "snap").glob("lenet_iter_*.caffemodel"):
