@@ -124,6 +124,9 @@ class PriorBoxLayer(Layer):
         p = self.param.prior_box_param
         self.check(len(p.min_size) > 0, "must provide min_size.")
         self.check(all(size > 0 for size in p.min_size), "min_size must be positive.")
+        # SSD takes the square root of each ratio unchecked (NaN boxes for ratios <= 0); refuse them instead.
+        self.check(all(0 < ar < float("inf") for ar in p.aspect_ratio),
+                   f"aspect_ratio must be positive and finite, got {list(p.aspect_ratio)}")
         ratios = [np.float32(1.0)]
         for ar in p.aspect_ratio:
             ar = np.float32(ar)

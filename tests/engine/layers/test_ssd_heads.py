@@ -167,6 +167,9 @@ def test_prior_box_matches_opencv(params):
     ("min_size: 10 variance: 0.1 variance: 0.2", "give 1 or 4 variances"),
     ("min_size: 10 img_size: 10 img_h: 10 img_w: 10", "Either img_size or img_h/img_w"),
     ("min_size: 10 step: 4 step_h: 2 step_w: 2", "Either step or step_h/step_w"),
+    ("min_size: 10 aspect_ratio: 2 aspect_ratio: -1", r"aspect_ratio must be positive and finite, got \[2.0, -1.0\]"),
+    ("min_size: 10 aspect_ratio: 0", "aspect_ratio must be positive"),
+    ("min_size: 10 aspect_ratio: nan", "aspect_ratio must be positive"),
 ])
 def test_prior_box_errors(params, message):
     with pytest.raises(LayerError, match=message):
