@@ -11,6 +11,11 @@ Records without an annotation type (and no annotated_data_param.anno_type)
 give the Datum labels, (batch_size, 1, 1, 1), instead. The first record
 shapes the data top; with resize_mode FIT_SMALL_SIZE (batch_size 1) each
 batch takes its image's shape.
+
+Every random draw of the augmentation and transform (distortion, expansion,
+batch samples, resize interpolation, noise, crop, mirror) comes from the
+SSD transformer's one generator, so the Data layer's reader state (record
+key, running offset and that generator's state) resumes this layer exactly.
 """
 
 import logging

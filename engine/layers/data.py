@@ -92,6 +92,41 @@ class PrefetchingDataLayer(Layer):
         self.stop()
 
 
+class ListedReader:
+    """Exact resume for layers that read a list file in order, reshuffling it at each wrap.
+
+    The layer keeps `lines` (the list in its present order), `_listed` (as
+    read from the file), `order` (present order as indices into `_listed`),
+    `position`, `rng` (its shuffles and draws) and `transformer`; its reader
+    state is the position, the order and both random states.
+    """
+
+    def _shuffle(self):
+        order = self.rng.permutation(len(self.lines))
+        self.lines = [self.lines[i] for i in order]
+        self.order = self.order[order]
+
+    def reader_state(self):
+        """The line the next batch starts at, the list's order, and both random states."""
+        return {"position": self.position, "order": self.order.tolist(),
+                "rng": self.rng.bit_generator.state, "transform_rng": self.transformer.rng.bit_generator.state}
+
+    def set_reader_state(self, state):
+        order = np.asarray(state["order"], dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(self._listed))):
+            raise DataError(f"layer '{self.name}' ({self.type}): the snapshot's list order does not fit "
+                            f"{self.source} ({len(self._listed)} lines; the list changed since the snapshot?)")
+        position = int(state["position"])
+        if not 0 <= position < len(self._listed):
+            raise DataError(f"layer '{self.name}' ({self.type}): the snapshot's list position {position} "
+                            f"is outside {self.source} ({len(self._listed)} lines)")
+        self.order = order
+        self.lines = [self._listed[i] for i in order]
+        self.position = position
+        self.rng.bit_generator.state = state["rng"]
+        self.transformer.rng.bit_generator.state = state["transform_rng"]
+
+
 @register_layer
 class DataLayer(PrefetchingDataLayer):
     type = "Data"
@@ -182,4 +217,4 @@ class DataLayer(PrefetchingDataLayer):
                 self.db = None
 
 
-__all__ = ["DataLayer", "PrefetchingDataLayer"]
+__all__ = ["DataLayer", "ListedReader", "PrefetchingDataLayer"]

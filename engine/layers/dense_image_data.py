@@ -34,13 +34,13 @@ from ..data.listfile import read_pair_list
 from ..data.transform import DataTransformer
 from ..errors import DataError
 from .base import register_layer
-from .data import PrefetchingDataLayer
+from .data import ListedReader, PrefetchingDataLayer
 
 log = logging.getLogger("engine")
 
 
 @register_layer
-class DenseImageDataLayer(PrefetchingDataLayer):
+class DenseImageDataLayer(ListedReader, PrefetchingDataLayer):
     type = "DenseImageData"
     min_top_blobs = 2
     max_top_blobs = 2
@@ -81,6 +81,8 @@ class DenseImageDataLayer(PrefetchingDataLayer):
             raise DataError(f"{self.where}: File is empty: {p.source}")
         self.shuffle = bool(p.shuffle)
         self.rng = np.random.default_rng(int(backend.rng().integers(2**63)))
+        self._listed = self.lines
+        self.order = np.arange(len(self.lines))  # the list's order now, as indices into the file's
         if self.shuffle:
             self._shuffle()
         log.info("A total of %d examples.", len(self.lines))
@@ -96,10 +98,6 @@ class DenseImageDataLayer(PrefetchingDataLayer):
         top[1].reshape((self.batch_size, 1) + self._cropped_shape(label.shape)[1:])
         log.info("output data size: %s", ",".join(map(str, top[0].shape)))
         self.start_prefetch(self.param.data_param.prefetch)
-
-    def _shuffle(self):
-        order = self.rng.permutation(len(self.lines))
-        self.lines = [self.lines[i] for i in order]
 
     def _cropped_shape(self, shape):
         return (shape[0],) + self.crop if self.crop[0] else tuple(shape)

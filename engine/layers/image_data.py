@@ -18,13 +18,13 @@ from ..data.listfile import read_image_list
 from ..data.transform import DataTransformer
 from ..errors import DataError
 from .base import register_layer
-from .data import PrefetchingDataLayer
+from .data import ListedReader, PrefetchingDataLayer
 
 log = logging.getLogger("engine")
 
 
 @register_layer
-class ImageDataLayer(PrefetchingDataLayer):
+class ImageDataLayer(ListedReader, PrefetchingDataLayer):
     type = "ImageData"
 
     def setup(self, bottom, top):
@@ -63,27 +63,6 @@ class ImageDataLayer(PrefetchingDataLayer):
         if len(top) > 1:
             top[1].reshape((self.batch_size,))
         self.start_prefetch(self.param.data_param.prefetch)
-
-    def _shuffle(self):
-        order = self.rng.permutation(len(self.lines))
-        self.lines = [self.lines[i] for i in order]
-        self.order = self.order[order]
-
-    def reader_state(self):
-        """The line the next batch starts at, the list's order, and both random states."""
-        return {"position": self.position, "order": self.order.tolist(),
-                "rng": self.rng.bit_generator.state, "transform_rng": self.transformer.rng.bit_generator.state}
-
-    def set_reader_state(self, state):
-        order = np.asarray(state["order"], dtype=np.int64)
-        if sorted(order.tolist()) != list(range(len(self._listed))):
-            raise DataError(f"layer '{self.name}' (ImageData): the snapshot's list order does not fit "
-                            f"{self.source} ({len(self._listed)} lines; the list changed since the snapshot?)")
-        self.order = order
-        self.lines = [self._listed[i] for i in order]
-        self.position = int(state["position"])
-        self.rng.bit_generator.state = state["rng"]
-        self.transformer.rng.bit_generator.state = state["transform_rng"]
 
     def _read(self, name):
         """The image `name` (under root_folder) as a (C, H, W) uint8 array."""
