@@ -19,6 +19,7 @@ NumPy's and BLAS keeps its own threads.
 """
 
 import ctypes
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +84,8 @@ def _pool():
     if _STATE["pool"] is None or _STATE["pid"] != os.getpid():
         with _LOCK:
             if _STATE["pool"] is None or _STATE["pid"] != os.getpid():
-                _STATE["pool"] = ThreadPoolExecutor(_STATE["threads"], thread_name_prefix="engine-blas")
+                # The calling thread takes a part itself: one thread fewer than parts.
+                _STATE["pool"] = ThreadPoolExecutor(max(1, _STATE["threads"] - 1), thread_name_prefix="engine-blas")
                 _STATE["pid"] = os.getpid()
     return _STATE["pool"]
 
@@ -107,21 +109,29 @@ def matmul(a, b, out=None):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(stack + (m, n), dtype=a.dtype)
-    pool = _pool()
     if stack and stack[0] >= count:  # whole matrices of the stack per thread
         a, b = np.broadcast_to(a, stack + (m, k)), np.broadcast_to(b, stack + (k, n))
-        jobs = [pool.submit(np.matmul, a[part], b[part], out=out[part]) for part in _parts(stack[0], count)]
+        tasks = [functools.partial(np.matmul, a[part], b[part], out=out[part]) for part in _parts(stack[0], count)]
     elif n >= m:  # column blocks
-        jobs = [pool.submit(np.matmul, a, b[..., part], out=out[..., part]) for part in _parts(n, count)]
+        tasks = [functools.partial(np.matmul, a, b[..., part], out=out[..., part]) for part in _parts(n, count)]
     else:  # row blocks
-        jobs = [pool.submit(np.matmul, a[..., part, :], b, out=out[..., part, :]) for part in _parts(m, count)]
-    for job in jobs:
-        job.result()
+        tasks = [functools.partial(np.matmul, a[..., part, :], b, out=out[..., part, :]) for part in _parts(m, count)]
+    _run(tasks)
     return out
 
 
+def _run(tasks):
+    """Every task but the last on the pool, the last on the calling thread; returns when all are done."""
+    jobs = [_pool().submit(task) for task in tasks[:-1]]
+    try:
+        tasks[-1]()
+    finally:
+        for job in jobs:
+            job.result()
+
+
 def in_parts(size, function, minimum=MIN_SPLIT):
-    """function(part) for consecutive slices `part` covering range(size), one per thread of the pool.
+    """function(part) for consecutive slices `part` covering range(size), one per thread.
 
     One call with the whole range when the split is off, or `minimum` (the work, in multiply-adds)
     is under MIN_SPLIT.
@@ -132,8 +142,7 @@ def in_parts(size, function, minimum=MIN_SPLIT):
     if count < 2 or minimum < MIN_SPLIT or size < 2:
         function(slice(0, size))
         return
-    for job in [_pool().submit(function, part) for part in _parts(size, count)]:
-        job.result()
+    _run([functools.partial(function, part) for part in _parts(size, count)])
 
 
 def for_module(xp):

@@ -50,7 +50,7 @@ def test_split_product_is_numpys(two_threads, case, dtype):
     a, b = CASES[case](dtype)
     want = np.matmul(a, b)
     got = products.matmul(a, b)
-    assert len(two_threads) == 2, "the product was not split"
+    assert len(two_threads) == 1, "the product was not split (one part on the pool, one on this thread)"
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0)
     out = np.full(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), np.nan, dtype)
     assert products.matmul(a, b, out=out) is out
@@ -76,7 +76,7 @@ def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, 
 def test_in_parts_covers_the_range_once(two_threads):
     seen = []
     products.in_parts(7, lambda part: seen.extend(range(part.start, part.stop)))
-    assert sorted(seen) == list(range(7)) and len(two_threads) == 2
+    assert sorted(seen) == list(range(7)) and len(two_threads) == 1
 
 
 def test_inner_product_weight_gradient_in_row_ranges(two_threads, monkeypatch):
@@ -86,7 +86,7 @@ def test_inner_product_weight_gradient_in_row_ranges(two_threads, monkeypatch):
     diff, a, b = _array(11, 20), _array(11, 5), _array(5, 20)
     want = diff + np.matmul(a, b)
     inner_product.accumulate_product(diff, a, b)
-    assert len(two_threads) == 2
+    assert len(two_threads) == 1
     np.testing.assert_allclose(diff, want, rtol=1e-6)
 
 
