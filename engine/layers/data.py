@@ -101,6 +101,26 @@ class ListedReader:
     state is the position, the order and both random states.
     """
 
+    def start_list(self, lines, shuffle, rand_skip, where, items="images"):
+        """Take the list file's `lines`: shuffled when asked, the first `rand_skip` draw skipped
+        (as ImageData in Caffe), the layer's own generator seeded from the engine's."""
+        if not lines:
+            raise DataError(f"{where}: File is empty: {self.source}")
+        self.lines = self._listed = lines
+        self.shuffle = bool(shuffle)
+        self.rng = np.random.default_rng(int(backend.rng().integers(2**63)))
+        self.order = np.arange(len(lines))  # the list's order now, as indices into the file's
+        if self.shuffle:
+            self._shuffle()
+        log.info("A total of %d %s.", len(lines), items)
+        self.position = 0
+        if rand_skip:
+            skip = int(backend.rng().integers(rand_skip))
+            log.info("Skipping first %d data points.", skip)
+            if skip >= len(lines):
+                raise DataError(f"{where}: Not enough points to skip")
+            self.position = skip
+
     def _shuffle(self):
         order = self.rng.permutation(len(self.lines))
         self.lines = [self.lines[i] for i in order]

@@ -12,7 +12,6 @@ import logging
 
 import numpy as np
 
-from .. import backend
 from ..data.image import COLOR, GRAY, read_image, resize_linear
 from ..data.listfile import read_image_list
 from ..data.transform import DataTransformer
@@ -40,23 +39,7 @@ class ImageDataLayer(ListedReader, PrefetchingDataLayer):
         self.source = p.source
         self.transformer = DataTransformer(self.param.transform_param, self.phase,
                                            where=f"layer '{self.name}' (ImageData)")
-        self.lines = read_image_list(p.source)
-        if not self.lines:
-            raise DataError(f"layer '{self.name}' (ImageData): File is empty: {p.source}")
-        self.shuffle = bool(p.shuffle)
-        self.rng = np.random.default_rng(int(backend.rng().integers(2**63)))
-        self._listed = self.lines
-        self.order = np.arange(len(self.lines))  # the list's order now, as indices into the file's
-        if self.shuffle:
-            self._shuffle()
-        log.info("A total of %d images.", len(self.lines))
-        self.position = 0
-        if p.rand_skip:
-            skip = int(backend.rng().integers(p.rand_skip))
-            log.info("Skipping first %d data points.", skip)
-            if skip >= len(self.lines):
-                raise DataError(f"layer '{self.name}' (ImageData): Not enough points to skip")
-            self.position = skip
+        self.start_list(read_image_list(p.source), p.shuffle, p.rand_skip, f"layer '{self.name}' (ImageData)")
         first = self._read(self.lines[self.position][0])
         shape = self.transformer.output_shape(first.shape)
         top[0].reshape((self.batch_size,) + shape)

@@ -23,7 +23,6 @@ import logging
 
 import numpy as np
 
-from .. import backend
 from ..data.image import COLOR, GRAY, read_image, resize_linear
 from ..data.listfile import read_pair_list
 from ..data.transform import DataTransformer
@@ -59,25 +58,10 @@ class ImageLabelmapDataLayer(ListedReader, PrefetchingDataLayer):
         self.crop = int(tp.crop_size)
         self.mirror = bool(tp.mirror)
         try:
-            self.lines = read_pair_list(p.source)
+            lines = read_pair_list(p.source)
         except DataError as exc:
             raise DataError(f"{self.where}: {exc}") from None
-        if not self.lines:
-            raise DataError(f"{self.where}: File is empty: {p.source}")
-        self.shuffle = bool(p.shuffle)
-        self.rng = np.random.default_rng(int(backend.rng().integers(2**63)))
-        self._listed = self.lines
-        self.order = np.arange(len(self.lines))  # the list's order now, as indices into the file's
-        if self.shuffle:
-            self._shuffle()
-        log.info("A total of %d images.", len(self.lines))
-        self.position = 0
-        if p.rand_skip:
-            skip = int(backend.rng().integers(p.rand_skip))
-            log.info("Skipping first %d data points.", skip)
-            if skip >= len(self.lines):
-                raise DataError(f"{self.where}: Not enough points to skip")
-            self.position = skip
+        self.start_list(lines, p.shuffle, p.rand_skip, self.where, "images")
         image, _ = self._read_pair(*self.lines[self.position])
         shape = self.transformer.output_shape(image.shape)
         top[0].reshape((self.batch_size,) + shape)
