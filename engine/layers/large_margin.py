@@ -20,6 +20,7 @@ The fork adds 1e-9 to |x||w| before dividing; so does this.
 import numpy as np
 
 from ..backend import get_array_module
+from ..cpu import products
 from ..fillers import fill
 from .base import Layer, register_layer
 
@@ -135,7 +136,7 @@ class LargeMarginInnerProductLayer(MarginInnerProductBase):
         self.x_norm = xp.sqrt((x * x).sum(axis=1))
         self.w_norm = xp.sqrt((w * w).sum(axis=1))
         scores = top[0].data.reshape(self.m, self.num_output)
-        xp.matmul(x, w.T, out=scores)
+        products.for_module(xp)(x, w.T, out=scores)
         if self.margin == 0:
             return
         norms = self.x_norm * self.w_norm[labels] + 1e-9
@@ -150,9 +151,9 @@ class LargeMarginInnerProductLayer(MarginInnerProductBase):
         xp = get_array_module(x)
         if self.margin == 0:
             if self.param_propagate_down[0]:
-                self.blobs[0].diff[...] += dy.T @ x
+                self.blobs[0].diff[...] += products.for_module(xp)(dy.T, x)
             if propagate_down[0]:
-                xp.matmul(dy, w, out=bottom[0].diff.reshape(self.m, self.k))
+                products.for_module(xp)(dy, w, out=bottom[0].diff.reshape(self.m, self.k))
             return
         labels, rows = self.labels(bottom)
         scaled, picked = self.label_weighted(dy, rows, labels)
@@ -162,7 +163,7 @@ class LargeMarginInnerProductLayer(MarginInnerProductBase):
             # d/dw_y of |x||w_y| psi = A x + (psi - A cos) |x| / |w_y| w_y = A x - B ratio w_y.
             coeff = scaled.copy()
             coeff[rows, labels] += share * self.slope
-            self.blobs[0].diff[...] += coeff.T @ x
+            self.blobs[0].diff[...] += products.for_module(xp)(coeff.T, x)
             pull = xp.zeros(self.num_output, dtype=w.dtype)
             if self.m:
                 pull = xp.bincount(labels, weights=-share * ratio * self.rest, minlength=self.num_output)
@@ -172,5 +173,5 @@ class LargeMarginInnerProductLayer(MarginInnerProductBase):
             coeff = scaled.copy()
             coeff[rows, labels] += share * self.slope
             dx = bottom[0].diff.reshape(self.m, self.k)
-            xp.matmul(coeff, w, out=dx)
+            products.for_module(xp)(coeff, w, out=dx)
             dx += (-share * self.rest / ratio)[:, None] * x

@@ -13,6 +13,7 @@ counter), with two differences the fork makes:
 """
 
 from ..backend import get_array_module
+from ..cpu import products
 from .base import register_layer
 from .large_margin import MarginInnerProductBase, margin_terms
 
@@ -31,7 +32,7 @@ class MarginInnerProductLayer(MarginInnerProductBase):
         labels, rows = self.labels(bottom)
         self.x_norm = xp.sqrt((x * x).sum(axis=1))
         scores = top[0].data.reshape(self.m, self.num_output)
-        xp.matmul(x, w.T, out=scores)
+        products.for_module(xp)(x, w.T, out=scores)
         if self.margin == 0:
             return
         self.cos = scores[rows, labels] / self.x_norm
@@ -44,12 +45,12 @@ class MarginInnerProductLayer(MarginInnerProductBase):
         w = self.blobs[0].data
         xp = get_array_module(x)
         if self.param_propagate_down[0]:
-            self.blobs[0].diff[...] += dy.T @ x
+            self.blobs[0].diff[...] += products.for_module(xp)(dy.T, x)
         if not propagate_down[0]:
             return
         dx = bottom[0].diff.reshape(self.m, self.k)
         if self.margin == 0:
-            xp.matmul(dy, w, out=dx)
+            products.for_module(xp)(dy, w, out=dx)
             return
         labels, rows = self.labels(bottom)
         scaled, picked = self.label_weighted(dy, rows, labels)
@@ -58,5 +59,5 @@ class MarginInnerProductLayer(MarginInnerProductBase):
         along_x = -self.rest / self.x_norm
         length = xp.sqrt(along_w * along_w + along_x * along_x)
         scaled[rows, labels] += share * along_w / length
-        xp.matmul(scaled, w, out=dx)
+        products.for_module(xp)(scaled, w, out=dx)
         dx += (share * along_x / length)[:, None] * x
