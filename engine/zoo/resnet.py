@@ -15,10 +15,11 @@ from .spec import ZooNet, make_solver
 MSRA = ("msra",)
 
 
-def _conv_bn(b, tag, branch, outputs, kernel, stride, bottom, relu=True):
-    """res{tag}_{branch} → bn{tag}_{branch} → scale{tag}_{branch} (→ ReLU)."""
+def conv_bn(b, tag, branch, outputs, kernel, stride, bottom, relu=True, group=1):
+    """res{tag}_{branch} → bn{tag}_{branch} → scale{tag}_{branch} (→ ReLU), Kaiming He's names."""
     name = f"res{tag}_{branch}"
-    b.conv(name, outputs, kernel, stride=stride, pad=kernel // 2, bottom=bottom, weight=MSRA, bias_term=False)
+    b.conv(name, outputs, kernel, stride=stride, pad=kernel // 2, group=group, bottom=bottom, weight=MSRA,
+           bias_term=False)
     b.batch_norm(f"bn{tag}_{branch}")
     b.scale(f"scale{tag}_{branch}")
     if relu:
@@ -30,12 +31,12 @@ def _block(b, tag, bottom, widths, stride, project):
     """One residual block: the branch2 convolutions given by `widths` [(outputs, kernel), ...]."""
     shortcut = bottom
     if project:
-        shortcut = _conv_bn(b, tag, "branch1", widths[-1][0], 1, stride, bottom, relu=False)
+        shortcut = conv_bn(b, tag, "branch1", widths[-1][0], 1, stride, bottom, relu=False)
     top = bottom
     for index, (outputs, kernel) in enumerate(widths):
         last = index == len(widths) - 1
         # Kaiming's layout strides the first convolution of the branch.
-        top = _conv_bn(b, tag, "branch2" + "abc"[index], outputs, kernel, stride if index == 0 else 1, top,
+        top = conv_bn(b, tag, "branch2" + "abc"[index], outputs, kernel, stride if index == 0 else 1, top,
                        relu=not last)
     b.eltwise_sum(f"res{tag}", [shortcut, top])
     b.relu(f"res{tag}_relu")

@@ -8,22 +8,11 @@ MSRA ResNet release (res2a_branch2b, bn2a_branch2b, scale2a_branch2b).
 """
 
 from .builder import AVE, BGR_MEAN, NetBuilder, imagenet_data
+from .resnet import MSRA, conv_bn
 from .spec import ZooNet, make_solver
 
-MSRA = ("msra",)
 CARDINALITY = 32
 STAGES = (3, 4, 6, 3)
-
-
-def _conv_bn(b, tag, branch, outputs, kernel, stride, bottom, relu=True, group=1):
-    name = f"res{tag}_{branch}"
-    b.conv(name, outputs, kernel, stride=stride, pad=kernel // 2, group=group, bottom=bottom, weight=MSRA,
-           bias_term=False)
-    b.batch_norm(f"bn{tag}_{branch}")
-    b.scale(f"scale{tag}_{branch}")
-    if relu:
-        b.relu(f"{name}_relu")
-    return name
 
 
 def resnext50_32x4d():
@@ -41,10 +30,10 @@ def resnext50_32x4d():
             stride = 2 if index == 0 and stage > 2 else 1
             shortcut = bottom
             if index == 0:
-                shortcut = _conv_bn(b, tag, "branch1", outputs, 1, stride, bottom, relu=False)
-            top = _conv_bn(b, tag, "branch2a", inner, 1, 1, bottom)
-            top = _conv_bn(b, tag, "branch2b", inner, 3, stride, top, group=CARDINALITY)
-            top = _conv_bn(b, tag, "branch2c", outputs, 1, 1, top, relu=False)
+                shortcut = conv_bn(b, tag, "branch1", outputs, 1, stride, bottom, relu=False)
+            top = conv_bn(b, tag, "branch2a", inner, 1, 1, bottom)
+            top = conv_bn(b, tag, "branch2b", inner, 3, stride, top, group=CARDINALITY)
+            top = conv_bn(b, tag, "branch2c", outputs, 1, 1, top, relu=False)
             b.eltwise_sum(f"res{tag}", [shortcut, top])
             b.relu(f"res{tag}_relu")
             bottom = f"res{tag}"
