@@ -53,6 +53,21 @@ def build_layer(text, bottoms, num_tops=1, phase=caffe_pb2.TEST, dtype=np.float6
     return layer, bottom, top
 
 
+def make_data_layer(text, num_tops=2, phase=caffe_pb2.TEST):
+    """Set up a data layer (no bottoms) on fresh top blobs."""
+    param = layer_param(text, phase)
+    layer = layer_class(param.type)(param)
+    top = [Blob() for _ in range(num_tops)]
+    layer.set_up([], top)
+    return layer, top
+
+
+def data_forward(layer, top):
+    """One forward of a data layer: copies of its tops."""
+    layer.run_forward([], top)
+    return [t.data.copy() for t in top]
+
+
 def forward(layer, bottom, top, seed=None):
     if seed is not None:
         backend.set_random_seed(seed)

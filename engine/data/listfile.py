@@ -8,15 +8,20 @@ silently; we refuse it, naming the file and line.
 from ..errors import DataError
 
 
-def read_image_list(path):
-    """[(relative path, int label), ...] in file order."""
+def _read_list_text(path):
+    """The list file's text; a missing or non-UTF-8 file is one line naming it."""
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            return handle.read()
     except OSError as exc:
         raise DataError(f"Failed to open image list {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a text file ({exc})") from None
+
+
+def read_image_list(path):
+    """[(relative path, int label), ...] in file order."""
+    lines = _read_list_text(path).splitlines()
     entries = []
     for number, line in enumerate(lines, 1):
         line = line.rstrip("\r")
@@ -39,13 +44,7 @@ def read_pair_list(path):
     whitespace-separated tokens taken two at a time (so paths cannot hold
     spaces); a token left over at the end is an error here, naming the file.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            tokens = handle.read().split()
-    except OSError as exc:
-        raise DataError(f"Failed to open image list {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a text file ({exc})") from None
+    tokens = _read_list_text(path).split()
     if len(tokens) % 2:
         raise DataError(f"{path}: '{tokens[-1]}' has no label image (expected 'image label_image' pairs)")
     return list(zip(tokens[0::2], tokens[1::2]))

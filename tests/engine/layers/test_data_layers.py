@@ -17,24 +17,15 @@ from engine.data.datum import array_to_datum, encoded_datum
 from engine.data.db import open_writer
 from engine.data.prefetch import Prefetcher
 from engine.errors import CaffeError, DataError
-from layer_check import layer_param
+from layer_check import data_forward, layer_param, make_data_layer
 from engine.layers import layer_class
 
 HAVE_PLYVEL = importlib.util.find_spec("plyvel") is not None
 needs_plyvel = pytest.mark.skipif(not HAVE_PLYVEL, reason="plyvel (LevelDB support) is not installed")
 
 
-def make_layer(text, num_tops=2, phase=caffe_pb2.TEST):
-    param = layer_param(text, phase)
-    layer = layer_class(param.type)(param)
-    top = [Blob() for _ in range(num_tops)]
-    layer.set_up([], top)
-    return layer, top
-
-
-def forward(layer, top):
-    layer.run_forward([], top)
-    return [t.data.copy() for t in top]
+make_layer = make_data_layer
+forward = data_forward
 
 
 def write_images(path, backend, images, labels):

@@ -5,27 +5,19 @@ resize; mirror and crop shared by image and label; errors for bad settings and f
 import cv2
 import numpy as np
 import pytest
-from layer_check import layer_param
+from layer_check import data_forward, make_data_layer
 
 import engine
 from engine import caffe_pb2, formats
-from engine.blob import Blob
 from engine.errors import DataError, LayerError
-from engine.layers import layer_class
 from engine.net import Net
 
 
 def make_layer(text, phase=caffe_pb2.TRAIN):
-    param = layer_param(text, phase)
-    layer = layer_class(param.type)(param)
-    top = [Blob(), Blob()]
-    layer.set_up([], top)
-    return layer, top
+    return make_data_layer(text, phase=phase)
 
 
-def run(layer, top):
-    layer.run_forward([], top)
-    return [t.data.copy() for t in top]
+run = data_forward
 
 
 def pair_folder(tmp_path, count=3, size=(10, 14), classes=5):

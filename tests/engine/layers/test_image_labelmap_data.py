@@ -5,26 +5,18 @@ against OpenCV's imread, resize and Mat division; errors for bad settings and fi
 import cv2
 import numpy as np
 import pytest
-from layer_check import layer_param
+from layer_check import data_forward, make_data_layer
 
 from engine import caffe_pb2
-from engine.blob import Blob
 from engine.errors import DataError, LayerError
 from engine.formats import array_to_blobproto
-from engine.layers import layer_class
 
 
 def make_layer(text, phase=caffe_pb2.TRAIN):
-    param = layer_param(text, phase)
-    layer = layer_class(param.type)(param)
-    top = [Blob(), Blob()]
-    layer.set_up([], top)
-    return layer, top
+    return make_data_layer(text, phase=phase)
 
 
-def run(layer, top):
-    layer.run_forward([], top)
-    return [t.data.copy() for t in top]
+run = data_forward
 
 
 def edge_folder(tmp_path, count=2, size=(9, 12)):
