@@ -121,6 +121,16 @@ class ListedReader:
                 raise DataError(f"{where}: Not enough points to skip")
             self.position = skip
 
+    def advance(self):
+        """Past the line just read; at the list's end back to its start, reshuffled when asked
+        (after that line's own draws, as Caffe's readers do)."""
+        self.position += 1
+        if self.position >= len(self.lines):
+            log.debug("Restarting data prefetching from start.")
+            self.position = 0
+            if self.shuffle:
+                self._shuffle()
+
     def _shuffle(self):
         order = self.rng.permutation(len(self.lines))
         self.lines = [self.lines[i] for i in order]

@@ -130,12 +130,7 @@ class DenseImageDataLayer(ListedReader, PrefetchingDataLayer):
             images.append(image)
             labels.append(label)
             sources.append(f"{self.source}: {image_name}")
-            self.position += 1
-            if self.position >= len(self.lines):
-                log.debug("Restarting data prefetching from start.")
-                self.position = 0
-                if self.shuffle:
-                    self._shuffle()
+            self.advance()
         for index, image in enumerate(images):
             if image.shape != images[0].shape:
                 raise DataError(f"{self.where}: {sources[index]}: image of shape {image.shape} does not fit "

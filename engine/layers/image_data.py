@@ -8,8 +8,6 @@ read in order, wrapping around, and reshuffled at every wrap when `shuffle`
 is set. The first image shapes the data top; labels are (batch_size,).
 """
 
-import logging
-
 import numpy as np
 
 from ..data.image import COLOR, GRAY, read_image, resize_linear
@@ -18,8 +16,6 @@ from ..data.transform import DataTransformer
 from ..errors import DataError
 from .base import register_layer
 from .data import ListedReader, PrefetchingDataLayer
-
-log = logging.getLogger("engine")
 
 
 @register_layer
@@ -66,10 +62,5 @@ class ImageDataLayer(ListedReader, PrefetchingDataLayer):
             images.append(self._read(name))
             sources.append(f"{self.source}: {name}")
             labels[index] = label
-            self.position += 1
-            if self.position >= len(self.lines):
-                log.debug("Restarting data prefetching from start.")
-                self.position = 0
-                if self.shuffle:
-                    self._shuffle()
+            self.advance()
         return self.transformer.transform(images, sources=sources), labels

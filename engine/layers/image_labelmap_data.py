@@ -121,12 +121,7 @@ class ImageLabelmapDataLayer(ListedReader, PrefetchingDataLayer):
             images.append(values)
             labels.append(targets)
             sources.append(source)
-            self.position += 1
-            if self.position >= len(self.lines):
-                log.debug("Restarting data prefetching from start.")
-                self.position = 0
-                if self.shuffle:
-                    self._shuffle()
+            self.advance()
         shapes = {image.shape for image in images}
         if len(shapes) > 1:
             raise DataError(f"{self.where}: {sources[0]}: images of different sizes in one batch "
