@@ -10,11 +10,13 @@ reader stands after the batches the net has taken (cursor and offset, list
 order, file and row order) with the random state of its transforms. It is
 written before the state file, so a state on disk always has its own; a
 state without one (Caffe's, or an older run's) resumes as in Caffe, from the
-start of the data, and so does a data-parallel run (only rank 0 snapshots).
+start of the data, and so does a data-parallel run (only rank 0 snapshots, and it
+writes no sidecar: its readers are not the other workers').
 """
 
 import json
 import logging
+import os
 
 from .. import backend, formats
 from ..errors import SolverError
@@ -49,6 +51,14 @@ def collect(solver):
 
 def write(solver, state_path):
     formats.atomic_write(sidecar(state_path), json.dumps(collect(solver), sort_keys=True))
+
+
+def discard(state_path):
+    """Remove a sidecar left by an earlier run under the same name, so it is never taken for this state's."""
+    try:
+        os.remove(sidecar(state_path))
+    except FileNotFoundError:
+        pass
 
 
 def load(solver, state_path, iteration):

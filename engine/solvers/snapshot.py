@@ -125,8 +125,12 @@ class SnapshotMixin:
                                          [backend.to_host(h) for h in self.history])
         # The readers' positions first: a state file on disk always has its own beside it.
         extra = resume.sidecar(state)
-        written.append((extra, not os.path.exists(extra)))
-        resume.write(self, state)
+        if backend.solver_count() > 1:
+            # Rank 0's readers are not the job's: a data-parallel state resumes as Caffe's does.
+            resume.discard(state)
+        else:
+            written.append((extra, not os.path.exists(extra)))
+            resume.write(self, state)
         written.append((state, not os.path.exists(state)))
         statefile.write(state, data, hdf5=hdf5)
         return model, state
