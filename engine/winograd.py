@@ -31,30 +31,76 @@ from . import cpu
 from .cpu import products
 from .backend import get_array_module
 
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-_KRON = np.kron(_G, _G)  # (16, 9): vec(G w G^T) = kron(G, G) vec(w)
-
-
 def supported(kernel, stride, dilation, pad):
     """Geometry this path computes: 2-D 3x3, stride 1, no dilation, pad 0..2 (for the bottom diff)."""
     return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
             and len(tuple(pad)) == 2 and all(0 <= p <= 2 for p in pad))
 
 
+def _g_taps(x0, x1, x2):
+    """G (x0, x1, x2) for G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], as the kernel adds."""
+    return x0, (x0 + x2 + x1) * 0.5, (x0 + x2 - x1) * 0.5, x2
+
+
+def _gt_taps(d0, d1, d2, d3):
+    """G^T (d0, d1, d2, d3): the adjoint of _g_taps, as the kernel adds."""
+    return d0 + (d1 + d2) * 0.5, (d1 - d2) * 0.5, d3 + (d1 + d2) * 0.5
+
+
 def filter_transform(weight):
-    """U (16, out, in) = G w G^T for weights (out, in, 3, 3), as one GEMM with kron(G, G)."""
+    """U (16, out, in) = G w G^T for weights (out, in, 3, 3): G down each kernel column, then along each row.
+
+    The filters go tap-major first (9, filters), so that each step is one pass
+    along a row of filters.
+    """
     xp = get_array_module(weight)
-    kron = xp.asarray(_KRON, dtype=weight.dtype)
     out_channels, in_channels = weight.shape[:2]
-    return products.for_module(xp)(kron, weight.reshape(-1, 9).T).reshape(16, out_channels, in_channels)
+    taps = weight.reshape(-1, 9)
+    g = xp.empty((9, taps.shape[0]), dtype=weight.dtype)
+    _in_parts(xp, g.shape[1], lambda part: _copy(g[:, part], taps[part].T))
+    u = xp.empty((16, g.shape[1]), dtype=weight.dtype)
+    if cpu.usable(g, u):
+        cpu.kernels("winograd").filter_transform(g, u)
+    else:
+        columns = [_g_taps(g[b], g[3 + b], g[6 + b]) for b in range(3)]
+        for r in range(4):
+            for c, value in enumerate(_g_taps(columns[0][r], columns[1][r], columns[2][r])):
+                u[4 * r + c] = value
+    return u.reshape(16, out_channels, in_channels)
 
 
-def filter_transform_adjoint(du):
-    """dw (out, in, 3, 3) = G^T dU G: the weight diff from the transformed-filter diff."""
+def filter_transform_adjoint(du, out=None):
+    """dw (out, in, 3, 3) = G^T dU G, the weight diff from the transformed-filter diff; added into `out`
+    when given (and `out` returned)."""
     xp = get_array_module(du)
-    kron = xp.asarray(_KRON, dtype=du.dtype)
     out_channels, in_channels = du.shape[1:]
-    return products.for_module(xp)(du.reshape(16, -1).T, kron).reshape(out_channels, in_channels, 3, 3)
+    du = xp.ascontiguousarray(du).reshape(16, -1)
+    q = xp.empty((9, du.shape[1]), dtype=du.dtype)
+    if cpu.usable(du, q):
+        cpu.kernels("winograd").filter_transform_adjoint(du, q)
+    else:
+        rows = [_gt_taps(du[c], du[4 + c], du[8 + c], du[12 + c]) for c in range(4)]
+        for a in range(3):
+            for b, value in enumerate(_gt_taps(rows[0][a], rows[1][a], rows[2][a], rows[3][a])):
+                q[3 * a + b] = value
+    if out is None:
+        return xp.ascontiguousarray(q.T).reshape(out_channels, in_channels, 3, 3)
+    if out.flags.c_contiguous:
+        taps = out.reshape(-1, 9)  # a view: the addition lands in `out`
+        _in_parts(xp, q.shape[1], lambda part: taps[part].__iadd__(q[:, part].T))
+    else:
+        out += q.T.reshape(out.shape)
+    return out
+
+
+def _copy(target, source):
+    target[...] = source
+
+
+def _in_parts(xp, size, function):
+    """function(part) over slices covering range(size): split over engine.cpu.products' threads when the
+    moves are large NumPy ones (NumPy releases the GIL in them), in one call otherwise."""
+    products.in_parts(size, function, minimum=9 * size if xp is np else 0)
 
 
 def _tiles(size, pad):
@@ -156,14 +202,18 @@ def _group_slices(size, group):
     return [slice(index * step, (index + 1) * step) for index in range(group)]
 
 
-def _products(v, u, group, transposed=False):
+def _products(v, u, group, transposed=False, permutation=None):
     """M (16, T, out) = V (16, T, in) @ U^T per group, U (16, out, in / group).
 
-    `transposed`: `u` is given as U^T (16, in, out), group 1 only.
+    `transposed`: `u` is given as U^T (16, in, out), group 1 only; then
+    `permutation` (when given) takes U^T[k] from u[permutation[k]] (a
+    stack-permuted copy of a large U costs as much as a product).
     """
     xp = get_array_module(v)
     matmul = products.for_module(xp)
     if transposed:
+        if permutation is not None:
+            return products.matmul_indexed(v, u, permutation)
         return matmul(v, u)
     if group == 1:
         return matmul(v, u.swapaxes(1, 2))
@@ -222,12 +272,12 @@ class WinogradConvolution:
     def release(self):
         self.v = self.tiles = self.u = None
 
-    def _conv(self, x, u, pad, transposed=False):
+    def _conv(self, x, u, pad, transposed=False, permutation=None):
         """x (num, C, H, W) -> channels-last (num, oh, ow, out), and the transformed input."""
         height, width = x.shape[2:]
         th, tw = _tiles(height, pad[0]), _tiles(width, pad[1])
         v, tiles = _input_transform_padded(_padded_channels_last(x, pad, th, tw), th, tw)
-        m = _products(v, u, self.group, transposed)
+        m = _products(v, u, self.group, transposed, permutation)
         out_shape = (height + 2 * pad[0] - 2, width + 2 * pad[1] - 2)
         return output_transform(m, x.shape[0], tiles, out_shape), v, tiles
 
@@ -275,7 +325,7 @@ class WinogradConvolution:
                 for mout, vin in zip(_group_slices(dm.shape[2], self.group), _group_slices(v.shape[2], self.group)):
                     du[:, mout] = products.for_module(xp)(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
             del dm
-            weight_diff += filter_transform_adjoint(du)
+            filter_transform_adjoint(du, out=weight_diff)
         u = self.u if self.u is not None else filter_transform(weight)
         self.release()
         if not need_bottom:
@@ -284,7 +334,7 @@ class WinogradConvolution:
         g, og, cg = self.group, weight.shape[0] // self.group, weight.shape[1]
         pad = (2 - self.pad[0], 2 - self.pad[1])
         if g == 1:  # the rotated filters' transpose is the permuted U itself: no transposing copy
-            dxh, _, _ = self._conv(dy, u[xp.asarray(_ROTATED)], pad, transposed=True)
+            dxh, _, _ = self._conv(dy, u, pad, transposed=True, permutation=_ROTATED)
         else:
             rotated = u[xp.asarray(_ROTATED)].reshape(16, g, og, cg).swapaxes(2, 3).reshape(16, g * cg, og)
             dxh, _, _ = self._conv(dy, rotated, pad)

@@ -120,6 +120,34 @@ def matmul(a, b, out=None):
     return out
 
 
+def matmul_indexed(a, b, index):
+    """The stack out[k] = a[k] @ b[index[k]]: np.matmul(a, b[index]) without copying b into a new order.
+
+    For any array module (CuPy's takes the copy); on NumPy float arrays the
+    stack is split over the pool as matmul splits it.
+    """
+    from . import _STATE as KERNELS
+
+    if type(a) is not np.ndarray:
+        from ..backend import get_array_module
+
+        xp = get_array_module(a)
+        return xp.matmul(a, b[xp.asarray(index)])
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=np.result_type(a, b))
+
+    def part(ks):
+        for k in range(ks.start, ks.stop):
+            np.matmul(a[k], b[index[k]], out=out[k])
+
+    count = threads() if KERNELS["enabled"] else 1
+    work = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    if count < 2 or work < MIN_SPLIT or a.shape[0] < count:
+        part(slice(0, a.shape[0]))
+    else:
+        _run([functools.partial(part, ks) for ks in _parts(a.shape[0], count)])
+    return out
+
+
 def _run(tasks):
     """Every task but the last on the pool, the last on the calling thread; returns when all are done."""
     jobs = [_pool().submit(task) for task in tasks[:-1]]

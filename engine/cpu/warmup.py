@@ -75,6 +75,8 @@ def warm(dtype):
     winograd.input_transform(a(1, 6, 6, 2), a(4, 4, 1, 2, 2, 2))
     winograd.output_transform(a(4, 4, 1, 2, 2, 2), a(1, 4, 4, 2))
     winograd.output_transform_adjoint(a(1, 4, 4, 2), a(4, 4, 1, 2, 2, 2))
+    winograd.filter_transform(a(9, 6), a(16, 6))
+    winograd.filter_transform_adjoint(a(16, 6), a(9, 6))
 
     kernels("softmax").forward(a(2, 3, 1), a(2, 3, 1))
 

@@ -1,9 +1,9 @@
 """Winograd F(2x2, 3x3) transforms and channels-last moves for engine/winograd.py, threads over tile rows.
 
 The transforms take and give engine/winograd.py's arrays, tile by tile with
-the channels innermost, and do the NumPy code's additions in its order, so
-that the numbers are the same bit for bit; only the 16 GEMMs between them
-stay with BLAS.
+the channels innermost (the filter transforms: filter by filter), and do
+the NumPy code's additions in its order, so that the numbers are the same
+bit for bit; only the 16 GEMMs between them stay with BLAS.
 """
 
 import numpy as np
@@ -161,3 +161,60 @@ def output_transform_adjoint(dy, dm):
                     o2[c] = a[c] - b[c]
                 for c in range(channels):
                     o3[c] = -b[c]
+
+
+# Filters per task of the filter transforms (a task's rows stay in cache between its steps).
+_FILTERS_PER_TASK = 2048
+
+
+@njit(**OPTIONS)
+def filter_transform(g, u):
+    """u (16, F) = G w G^T from the taps g (9, F) of F 3x3 filters (tap-major): G down the columns, then along
+    the rows; every step is one loop along a row of filters."""
+    filters = g.shape[1]
+    half = u.dtype.type(0.5)
+    for task in prange(-(-filters // _FILTERS_PER_TASK)):
+        lo = task * _FILTERS_PER_TASK
+        hi = min(lo + _FILTERS_PER_TASK, filters)
+        t = np.empty((12, hi - lo), dtype=u.dtype)  # t[3 r + b]: G down column b
+        for b in range(3):  # G (x0, x1, x2) = (x0, (x0 + x2 + x1) / 2, (x0 + x2 - x1) / 2, x2)
+            x0, x1, x2 = g[b, lo:hi], g[3 + b, lo:hi], g[6 + b, lo:hi]
+            t0, t1, t2, t3 = t[b], t[3 + b], t[6 + b], t[9 + b]
+            for i in range(hi - lo):
+                t0[i] = x0[i]
+                t1[i] = (x0[i] + x2[i] + x1[i]) * half
+                t2[i] = (x0[i] + x2[i] - x1[i]) * half
+                t3[i] = x2[i]
+        for r in range(4):  # ... then along row r
+            x0, x1, x2 = t[3 * r], t[3 * r + 1], t[3 * r + 2]
+            u0, u1, u2, u3 = u[4 * r, lo:hi], u[4 * r + 1, lo:hi], u[4 * r + 2, lo:hi], u[4 * r + 3, lo:hi]
+            for i in range(hi - lo):
+                u0[i] = x0[i]
+                u1[i] = (x0[i] + x2[i] + x1[i]) * half
+                u2[i] = (x0[i] + x2[i] - x1[i]) * half
+                u3[i] = x2[i]
+
+
+@njit(**OPTIONS)
+def filter_transform_adjoint(du, q):
+    """q (9, F) = G^T dU G, the taps' diffs from du (16, F): G^T down the columns, then along the rows."""
+    filters = du.shape[1]
+    half = q.dtype.type(0.5)
+    for task in prange(-(-filters // _FILTERS_PER_TASK)):
+        lo = task * _FILTERS_PER_TASK
+        hi = min(lo + _FILTERS_PER_TASK, filters)
+        p = np.empty((12, hi - lo), dtype=q.dtype)  # p[4 a + c]: G^T down column c
+        for c in range(4):  # G^T (d0, d1, d2, d3) = (d0 + (d1 + d2) / 2, (d1 - d2) / 2, d3 + (d1 + d2) / 2)
+            d0, d1, d2, d3 = du[c, lo:hi], du[4 + c, lo:hi], du[8 + c, lo:hi], du[12 + c, lo:hi]
+            p0, p1, p2 = p[c], p[4 + c], p[8 + c]
+            for i in range(hi - lo):
+                p0[i] = d0[i] + (d1[i] + d2[i]) * half
+                p1[i] = (d1[i] - d2[i]) * half
+                p2[i] = d3[i] + (d1[i] + d2[i]) * half
+        for a in range(3):  # ... then along row a
+            d0, d1, d2, d3 = p[4 * a], p[4 * a + 1], p[4 * a + 2], p[4 * a + 3]
+            q0, q1, q2 = q[3 * a, lo:hi], q[3 * a + 1, lo:hi], q[3 * a + 2, lo:hi]
+            for i in range(hi - lo):
+                q0[i] = d0[i] + (d1[i] + d2[i]) * half
+                q1[i] = (d1[i] - d2[i]) * half
+                q2[i] = d3[i] + (d1[i] + d2[i]) * half

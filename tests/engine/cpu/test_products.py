@@ -57,6 +57,17 @@ def test_split_product_is_numpys(two_threads, case, dtype):
     np.testing.assert_array_equal(out, got)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_indexed_product_is_numpys_on_the_permuted_stack(two_threads, dtype):
+    a, b = _array(16, 40, 24, dtype=dtype), _array(16, 24, 8, dtype=dtype)
+    index = RNG.permutation(16)
+    got = products.matmul_indexed(a, b, index)
+    assert len(two_threads) == 1, "the stack was not split"
+    np.testing.assert_allclose(got, np.matmul(a, b[index]), rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0)
+    for k in range(16):  # each matrix is one whole BLAS product
+        np.testing.assert_array_equal(got[k], np.matmul(a[k], b[index[k]]))
+
+
 def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, monkeypatch):
     monkeypatch.setattr(products, "MIN_SPLIT", 1 << 21)
     a, b = _array(8, 8), _array(8, 8)

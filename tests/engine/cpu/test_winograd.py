@@ -34,6 +34,6 @@ def test_transforms_match_numpy(shape, out, pad, group, dtype, with_bias):
     with kernels(True), spy("winograd") as calls:
         got = _run(x, w, b, dy, pad, group)
     assert {"input_transform", "output_transform", "output_transform_adjoint", "to_padded_channels_last",
-            "from_channels_last"} <= set(calls)
+            "from_channels_last", "filter_transform", "filter_transform_adjoint"} <= set(calls)
     for a, c in zip(want, got):
         assert np.array_equal(a, c)
