@@ -2,15 +2,18 @@
 
 Reductions give each thread whole channels and accumulate in float64 (the
 NumPy path sums pairwise in the array's precision: both stay within a few
-ulp of the exact sum); maps give each thread (outer, channel) planes and
+ulp of the exact sum; BatchNorm's statistics take one pass, sums of x and
+x^2); maps give each thread (outer, channel) planes and
 use the NumPy path's float operations, so they match it bit for bit for the
-same statistics.
+same statistics. In place (BatchNorm and Scale with top = bottom), a map reads
+and writes its rows through one view (engine/cpu/aliasing.py).
 """
 
 import numpy as np
 from numba import njit, prange
 
 from . import OPTIONS
+from .aliasing import same_memory as _same_memory
 
 
 @njit(inline="always")
@@ -53,29 +56,38 @@ def _sum_and_dot(a, b, dot):
 
 
 @njit(inline="always")
-def _centered_row(a, m):
-    """Sum of (a - m)^2 over a 1-D row (the difference in a's precision), float64, eight partial sums."""
+def _sum_and_squares(a):
+    """(sum of a, sum of a^2) over a 1-D row, in float64 (squares too), eight partial sums each."""
     size = a.shape[0]
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
     stop = size - size % 8
     for k in range(0, stop, 8):
-        d0, d1, d2, d3 = np.float64(a[k] - m), np.float64(a[k + 1] - m), np.float64(a[k + 2] - m), \
-            np.float64(a[k + 3] - m)
-        d4, d5, d6, d7 = np.float64(a[k + 4] - m), np.float64(a[k + 5] - m), np.float64(a[k + 6] - m), \
-            np.float64(a[k + 7] - m)
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        s4 += d4 * d4
-        s5 += d5 * d5
-        s6 += d6 * d6
-        s7 += d7 * d7
+        v0, v1, v2, v3 = np.float64(a[k]), np.float64(a[k + 1]), np.float64(a[k + 2]), np.float64(a[k + 3])
+        v4, v5, v6, v7 = np.float64(a[k + 4]), np.float64(a[k + 5]), np.float64(a[k + 6]), np.float64(a[k + 7])
+        s0 += v0
+        s1 += v1
+        s2 += v2
+        s3 += v3
+        s4 += v4
+        s5 += v5
+        s6 += v6
+        s7 += v7
+        q0 += v0 * v0
+        q1 += v1 * v1
+        q2 += v2 * v2
+        q3 += v3 * v3
+        q4 += v4 * v4
+        q5 += v5 * v5
+        q6 += v6 * v6
+        q7 += v7 * v7
     total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    squares = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
     for k in range(stop, size):
-        d = np.float64(a[k] - m)
-        total += d * d
-    return total
+        v = np.float64(a[k])
+        total += v
+        squares += v * v
+    return total, squares
 
 
 @njit(**OPTIONS)
@@ -100,16 +112,34 @@ def sums(a, b, dot):
 
 
 @njit(**OPTIONS)
-def centered_squares(x, mean):
-    """Per channel of x (N, C, S): sum of (x - mean)^2, the difference in x's precision; float64."""
+def moments(x):
+    """Per channel of x (N, C, S): the mean and the (biased) variance, from float64 sums of x and x^2 in
+    one pass over x (squares of float32 values are exact in float64, so E[x^2] - E[x]^2 cancels only
+    float64 rounding)."""
     num, channels, inner = x.shape
-    total = np.zeros(channels)
+    mean = np.zeros(channels)
+    variance = np.zeros(channels)
+    count = num * inner
     for c in prange(channels):
         s = 0.0
+        q = 0.0
         for n in range(num):
-            s += _centered_row(x[n, c], mean[c])
-        total[c] = s
-    return total
+            row_s, row_q = _sum_and_squares(x[n, c])
+            s += row_s
+            q += row_q
+        m = s / count
+        mean[c] = m
+        variance[c] = max(q / count - m * m, 0.0)
+    return mean, variance
+
+
+@njit(inline="always")
+def _normalize_row(xs, m, s, ys, saved, save):
+    for k in range(xs.shape[0]):
+        v = (xs[k] - m) / s
+        ys[k] = v
+        if save:
+            saved[k] = v
 
 
 @njit(**OPTIONS)
@@ -119,52 +149,60 @@ def normalize(x, mean, std, y, saved, save):
     for task in prange(num * channels):
         n = task // channels
         c = task % channels
-        m, s = mean[c], std[c]
-        for k in range(inner):
-            v = (x[n, c, k] - m) / s
-            y[n, c, k] = v
-            if save:
-                saved[n, c, k] = v
+        xs, ys = x[n, c], y[n, c]
+        if _same_memory(xs, ys):
+            _normalize_row(ys, mean[c], std[c], ys, saved[n, c], save)
+        else:
+            _normalize_row(xs, mean[c], std[c], ys, saved[n, c], save)
+
+
+@njit(inline="always")
+def _batch_norm_backward_row(dys, ys, a, b, s, dxs):
+    for k in range(dys.shape[0]):
+        dxs[k] = (dys[k] - a - b * ys[k]) / s
 
 
 @njit(**OPTIONS)
 def batch_norm_backward(dy, y, mean_dy, mean_dy_y, std, dx):
-    """dx = (dy - mean_dy - mean_dy_y * y) / std per channel; all arrays (N, C, S)."""
+    """dx = (dy - mean_dy - mean_dy_y * y) / std per channel; all arrays (N, C, S). dy may be dx."""
     num, channels, inner = dy.shape
     for task in prange(num * channels):
         n = task // channels
         c = task % channels
-        a, b, s = mean_dy[c], mean_dy_y[c], std[c]
-        for k in range(inner):
-            dx[n, c, k] = (dy[n, c, k] - a - b * y[n, c, k]) / s
+        dys, dxs = dy[n, c], dx[n, c]
+        if _same_memory(dys, dxs):
+            _batch_norm_backward_row(dxs, y[n, c], mean_dy[c], mean_dy_y[c], std[c], dxs)
+        else:
+            _batch_norm_backward_row(dys, y[n, c], mean_dy[c], mean_dy_y[c], std[c], dxs)
+
+
+@njit(inline="always")
+def _scale_row(xs, f, b, with_bias, ys, saved, save):
+    if with_bias:
+        for k in range(xs.shape[0]):
+            v = xs[k]
+            if save:
+                saved[k] = v
+            ys[k] = v * f + b
+    else:
+        for k in range(xs.shape[0]):
+            v = xs[k]
+            if save:
+                saved[k] = v
+            ys[k] = v * f
 
 
 @njit(**OPTIONS)
-def scale(x, factor, bias, with_bias, y):
-    """y = x * factor (+ bias) per channel of (outer, C, inner). x may be y."""
+def scale(x, factor, bias, with_bias, y, saved, save):
+    """y = x * factor (+ bias) per channel of (outer, C, inner); x also into `saved` when `save` (an
+    in-place layer keeps its input for the backward). x may be y."""
     outer, channels, inner = x.shape
     for task in prange(outer * channels):
         n = task // channels
         c = task % channels
-        f = factor[c]
-        if with_bias:
-            b = bias[c]
-            for k in range(inner):
-                y[n, c, k] = x[n, c, k] * f + b
+        b = bias[c] if with_bias else factor[c]
+        xs, ys = x[n, c], y[n, c]
+        if _same_memory(xs, ys):
+            _scale_row(ys, factor[c], b, with_bias, ys, saved[n, c], save)
         else:
-            for k in range(inner):
-                y[n, c, k] = x[n, c, k] * f
-
-
-@njit(**OPTIONS)
-def copy(source, target):
-    """target[...] = source over flat arrays, in chunks per thread."""
-    size = source.size
-    chunk = 1 << 15
-    for index in prange((size + chunk - 1) // chunk):
-        start = index * chunk
-        stop = min(size, start + chunk)
-        # Views from index 0: no wraparound checks, so the loop vectorizes.
-        s, t = source[start:stop], target[start:stop]
-        for k in range(stop - start):
-            t[k] = s[k]
+            _scale_row(xs, factor[c], b, with_bias, ys, saved[n, c], save)

@@ -116,9 +116,7 @@ class BatchNormLayer(Layer):
         if self.use_global_stats:
             mean, variance = self._global_stats(kind)
         else:
-            count = x.shape[0] * x.shape[2]
-            mean = (kernels.sums(x, x, False)[0] / count).astype(x.dtype)
-            variance = (kernels.centered_squares(x, mean) / count).astype(x.dtype)
+            mean, variance = (value.astype(x.dtype) for value in kernels.moments(x))
             self._update_running_sums(mean, variance, x.size)
         self.std = np.sqrt(variance + kind(self.eps))
         saved = getattr(self, "x_norm", None)

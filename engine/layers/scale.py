@@ -178,15 +178,16 @@ class ScaleLayer(_BroadcastLayer):
 
     def _forward_cpu(self, x, bottom, top):
         kernels = cpu.kernels("channels")
-        if top[0] is bottom[0]:
-            # In place the input is about to be overwritten; backward needs it.
+        saved, save = x, top[0] is bottom[0]
+        if save:
+            # In place the input is about to be overwritten; backward needs it (saved on the same pass).
             saved = getattr(self, "saved_input", None)
             if not isinstance(saved, np.ndarray) or saved.shape != x.shape or saved.dtype != x.dtype:
                 saved = self.saved_input = np.empty_like(x)
-            kernels.copy(x.reshape(-1), saved.reshape(-1))
         factor = self._scale(bottom).data.reshape(-1)
         bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else factor
-        kernels.scale(x, factor, bias, self.bias_index is not None, self._view(top[0].data, self.geometry))
+        kernels.scale(x, factor, bias, self.bias_index is not None, self._view(top[0].data, self.geometry),
+                      saved, save)
 
     def _backward_cpu(self, top, propagate_down, bottom):
         kernels = cpu.kernels("channels")
@@ -207,7 +208,7 @@ class ScaleLayer(_BroadcastLayer):
                     scale.diff[...] = grad
         if propagate_down[0]:
             factor = scale.data.reshape(-1)
-            kernels.scale(dy, factor, factor, False, self._view(bottom[0].diff, self.geometry))
+            kernels.scale(dy, factor, factor, False, self._view(bottom[0].diff, self.geometry), dy, False)
 
     def _backward_gpu(self, top, propagate_down, bottom):
         dy, scale, learned = top[0].diff, self._scale(bottom), len(bottom) == 1
