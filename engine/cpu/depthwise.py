@@ -12,6 +12,12 @@ values long; there each plane is copied once into a zero-padded buffer and
 every kernel offset becomes one long loop over the flattened plane
 (`_padded_plane`): output q = oh * padded_width + ow reads input q + offset,
 and the columns past the output width are computed and dropped.
+
+With a horizontal stride s > 1 a row's taps lie s apart, and loops over
+strided views do not vectorize; there each plane is split once into its s
+column phases (`_column_phases`: phase p holds columns p, p + s, ...), in
+which the taps of every kernel offset are a contiguous run. The additions
+stay those of the direct loops, in the same order.
 """
 
 import numpy as np
@@ -35,6 +41,28 @@ def _padded_plane(plane, top, left, rows, row_width):
         for k in range(width):
             into[k] = line[k]
     return buffer
+
+
+@njit(inline="always")
+def _column_phases(plane, stride):
+    """(stride, H, ceil(W / stride)): phase p, row h holds plane[h, p::stride] (zeros past its end)."""
+    height, width = plane.shape
+    span = (width + stride - 1) // stride
+    phases = np.zeros((stride, height, span), dtype=plane.dtype)
+    for p in range(stride):
+        for h in range(height):
+            line = plane[h]
+            into = phases[p, h]
+            for k in range((width - p + stride - 1) // stride):
+                into[k] = line[k * stride + p]
+    return phases
+
+
+@njit(inline="always")
+def _phase_of(offset, stride):
+    """(phase, shift): column o * stride + offset is column o + shift of that phase."""
+    phase = offset % stride  # in [0, stride) for negative offsets too, as in Python
+    return phase, (offset - phase) // stride
 
 
 @njit(inline="always")
@@ -94,6 +122,7 @@ def forward(x, weight, bias, with_bias, sh, sw, ph, pw, dh, dw, y):
                     target[ow] = source[ow]
             continue
         row = np.empty(out_w, dtype=y.dtype)
+        phases = _column_phases(x[n, c], sw) if sw > 1 else np.empty((0, 0, 0), dtype=x.dtype)
         for oh in range(out_h):
             for ow in range(out_w):
                 row[ow] = start
@@ -113,7 +142,8 @@ def forward(x, weight, bias, with_bias, sh, sw, ph, pw, dh, dw, y):
                         for k in range(hi - lo):
                             into[k] += w * line[k]
                     else:
-                        taps = x[n, c, h, lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                        phase, shift = _phase_of(offset, sw)
+                        taps = phases[phase, h, lo + shift:hi + shift]
                         for k in range(hi - lo):
                             into[k] += w * taps[k]
             target = y[n, o, oh]
@@ -157,6 +187,8 @@ def backward_data(dy, weight, sh, sw, ph, pw, dh, dw, dx):
             line = plane[h]
             for k in range(width):
                 line[k] = dx.dtype.type(0)
+        # Strided: the sums go into the plane's column phases, interleaved into the plane at the end.
+        phases = _column_phases(plane, sw) if sw > 1 else np.empty((0, 0, 0), dtype=dx.dtype)
         for o in range(c * multiplier, (c + 1) * multiplier):
             for i in range(kh):
                 for j in range(kw):
@@ -165,6 +197,7 @@ def backward_data(dy, weight, sh, sw, ph, pw, dh, dw, dx):
                     lo, hi = _valid_range(out_w, sw, offset, width)
                     if hi <= lo:
                         continue
+                    phase, shift = _phase_of(offset, sw) if sw > 1 else (0, 0)
                     for oh in range(out_h):
                         h = oh * sh - ph + i * dh
                         if h < 0 or h >= height:
@@ -175,9 +208,16 @@ def backward_data(dy, weight, sh, sw, ph, pw, dh, dw, dx):
                             for k in range(hi - lo):
                                 line[k] += w * source[k]
                         else:
-                            into = plane[h, lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                            into = phases[phase, h, lo + shift:hi + shift]
                             for k in range(hi - lo):
                                 into[k] += w * source[k]
+        if sw > 1:
+            for p in range(sw):
+                for h in range(height):
+                    line = plane[h]
+                    source = phases[p, h]
+                    for k in range((width - p + sw - 1) // sw):
+                        line[k * sw + p] = source[k]
 
 
 @njit(**OPTIONS)
@@ -223,6 +263,35 @@ def backward_weight(x, dy, sh, sw, ph, pw, dh, dw, weight_diff):
                         total += sums[q]
                     weight_diff[o, i, j] += total
             continue
+        if sw > 1:
+            # Images outermost, so that each image's column phases are made once; every offset keeps its
+            # own row of partial sums, which receive the same products in the same order as below.
+            rows = np.zeros((kh * kw, out_w))
+            for n in range(num):
+                phases = _column_phases(x[n, c], sw)
+                for i in range(kh):
+                    for j in range(kw):
+                        offset = j * dw - pw
+                        lo, hi = _valid_range(out_w, sw, offset, width)
+                        if hi <= lo:
+                            continue
+                        phase, shift = _phase_of(offset, sw)
+                        partial = rows[i * kw + j, :hi - lo]
+                        for oh in range(out_h):
+                            h = oh * sh - ph + i * dh
+                            if h < 0 or h >= height:
+                                continue
+                            grad = dy[n, o, oh, lo:hi]
+                            taps = phases[phase, h, lo + shift:hi + shift]
+                            for k in range(hi - lo):
+                                partial[k] += np.float64(grad[k] * taps[k])
+            for i in range(kh):
+                for j in range(kw):
+                    total = 0.0
+                    for k in range(out_w):
+                        total += rows[i * kw + j, k]
+                    weight_diff[o, i, j] += total
+            continue
         row = np.zeros(out_w)
         for i in range(kh):
             for j in range(kw):
@@ -238,14 +307,9 @@ def backward_weight(x, dy, sh, sw, ph, pw, dh, dw, weight_diff):
                             if h < 0 or h >= height:
                                 continue
                             grad = dy[n, o, oh, lo:hi]
-                            if sw == 1:
-                                line = x[n, c, h, lo + offset:hi + offset]
-                                for k in range(hi - lo):
-                                    partial[k] += np.float64(grad[k] * line[k])
-                            else:
-                                taps = x[n, c, h, lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
-                                for k in range(hi - lo):
-                                    partial[k] += np.float64(grad[k] * taps[k])
+                            line = x[n, c, h, lo + offset:hi + offset]
+                            for k in range(hi - lo):
+                                partial[k] += np.float64(grad[k] * line[k])
                 total = 0.0
                 for k in range(out_w):
                     total += row[k]
