@@ -13,17 +13,19 @@ every kernel offset becomes one long loop over the flattened plane
 (`_padded_plane`): output q = oh * padded_width + ow reads input q + offset,
 and the columns past the output width are computed and dropped.
 
-With a horizontal stride s > 1 a row's taps lie s apart, and loops over
-strided views do not vectorize; there each plane is split once into its s
-column phases (`_column_phases`: phase p holds columns p, p + s, ...), in
-which the taps of every kernel offset are a contiguous run. The additions
-stay those of the direct loops, in the same order.
+With a horizontal stride s > 1 each plane is split once into its column
+phases (engine/cpu/phases.py), where every kernel offset's taps are a
+contiguous run. The additions stay those of the direct loops, in the same
+order.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from . import OPTIONS
+from .phases import column_phases as _column_phases
+from .phases import phase_of as _phase_of
+from .phases import valid_range as _valid_range
 
 # Stride-1 planes with output rows shorter than these take the flattened loops (forward and
 # bottom diff; weight diff, whose float64 partial sums per offset outgrow the cache sooner).
@@ -44,44 +46,10 @@ def _padded_plane(plane, top, left, rows, row_width):
 
 
 @njit(inline="always")
-def _column_phases(plane, stride):
-    """(stride, H, ceil(W / stride)): phase p, row h holds plane[h, p::stride] (zeros past its end)."""
-    height, width = plane.shape
-    span = (width + stride - 1) // stride
-    phases = np.zeros((stride, height, span), dtype=plane.dtype)
-    for p in range(stride):
-        for h in range(height):
-            line = plane[h]
-            into = phases[p, h]
-            for k in range((width - p + stride - 1) // stride):
-                into[k] = line[k * stride + p]
-    return phases
-
-
-@njit(inline="always")
-def _phase_of(offset, stride):
-    """(phase, shift): column o * stride + offset is column o + shift of that phase."""
-    phase = offset % stride  # in [0, stride) for negative offsets too, as in Python
-    return phase, (offset - phase) // stride
-
-
-@njit(inline="always")
 def _flat(sh, sw, ph, pw, dh, dw, kh, kw, out_w, limit):
     """Whether the flattened loops serve: stride 1, rows under `limit`, padding within the kernel's reach."""
     return (sh == 1 and sw == 1 and out_w < limit and 0 <= ph <= dh * (kh - 1)
             and 0 <= pw <= dw * (kw - 1))
-
-
-@njit(inline="always")
-def _valid_range(count, stride, offset, size):
-    """Outputs o in [lo, hi) with 0 <= o * stride + offset < size."""
-    lo = 0
-    if offset < 0:
-        lo = (-offset + stride - 1) // stride
-    hi = 0
-    if size - offset > 0:
-        hi = (size - offset + stride - 1) // stride
-    return lo, max(lo, min(hi, count))
 
 
 @njit(**OPTIONS)

@@ -5,7 +5,8 @@ row-major window order among values above -FLT_MAX (-1 and -FLT_MAX when
 none), as Caffe and the NumPy path do; its backward adds each top diff into
 the input it chose, in output order, as the NumPy path's `add.at`. AVE
 divides by the divisor table the layer computes for both paths; its
-backward gathers, for every input, the shares of the windows covering it.
+backward adds each window's share into the inputs it covers, windows in
+row-major order.
 """
 
 from numba import int64, njit, prange, uint64
@@ -93,21 +94,32 @@ def ave_forward(x, divisor, kh, kw, sh, sw, ph, pw, y):
 
 @njit(**OPTIONS)
 def ave_backward(dy, divisor, kh, kw, sh, sw, ph, pw, dx):
-    """dx (N, C, H, W) = for every input, the sum of dy / divisor over the windows that cover it."""
+    """dx (N, C, H, W) = for every input, the sum of dy / divisor over the windows that cover it.
+
+    Each window adds its share to its inputs, windows in row-major order: every
+    input receives its shares in that order, starting from zero (no integer
+    division per input to find the windows that cover it).
+    """
     num, channels, height, width = dx.shape
     out_h, out_w = dy.shape[2], dy.shape[3]
+    zero = dx.dtype.type(0)
     for task in prange(num * channels):
         n = task // channels
         c = task % channels
-        share = dy[n, c] / divisor
+        plane = dx[n, c]
         for h in range(height):
-            phs = 0 if h + ph < kh else (h + ph - kh) // sh + 1
-            phe = min((h + ph) // sh + 1, out_h)
+            line = plane[h]
             for w in range(width):
-                pws = 0 if w + pw < kw else (w + pw - kw) // sw + 1
-                pwe = min((w + pw) // sw + 1, out_w)
-                total = dx.dtype.type(0)
-                for oh in range(phs, phe):
-                    for ow in range(pws, pwe):
-                        total += share[oh, ow]
-                dx[n, c, h, w] = total
+                line[w] = zero
+        grads = dy[n, c]
+        for oh in range(out_h):
+            hs = max(oh * sh - ph, 0)
+            he = min(oh * sh - ph + kh, height)
+            for ow in range(out_w):
+                ws = max(ow * sw - pw, 0)
+                we = min(ow * sw - pw + kw, width)
+                share = grads[oh, ow] / divisor[oh, ow]
+                for h in range(hs, he):
+                    line = plane[h]
+                    for w in range(ws, we):
+                        line[w] += share
