@@ -28,6 +28,10 @@ import numpy as np
 
 # Products below this many multiply-adds stay whole (a pool hand-off costs tens of microseconds).
 MIN_SPLIT = 1 << 21
+# ... and so do single products with fewer output elements than this: each part would re-read the whole
+# long inner dimension of the other operand for a few outputs (a convolution's weight diff over a large
+# batch: LeNet's conv1, 25 x 20 outputs over 36,864 terms, took 1.5 times as long split).
+MIN_SPLIT_OUTPUT = 1 << 12
 
 _STATE = {"threads": None, "pool": None, "pid": None}
 _LOCK = threading.Lock()
@@ -105,7 +109,8 @@ def matmul(a, b, out=None):
     (m, k), n = a.shape[-2:], b.shape[-1]
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     count = threads()
-    if count < 2 or m * n * k * int(np.prod(stack, dtype=np.int64)) < MIN_SPLIT or len(stack) > 1:
+    if count < 2 or m * n * k * int(np.prod(stack, dtype=np.int64)) < MIN_SPLIT or len(stack) > 1 or (
+            not (stack and stack[0] >= count) and m * n < MIN_SPLIT_OUTPUT):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(stack + (m, n), dtype=a.dtype)

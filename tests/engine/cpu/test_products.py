@@ -25,6 +25,7 @@ def two_threads(monkeypatch):
     monkeypatch.setitem(products._STATE, "pool", pool)
     monkeypatch.setitem(products._STATE, "pid", os.getpid())
     monkeypatch.setattr(products, "MIN_SPLIT", 1)
+    monkeypatch.setattr(products, "MIN_SPLIT_OUTPUT", 1)
     calls = []
     submit = pool.submit
     monkeypatch.setattr(pool, "submit", lambda *args, **kw: calls.append(args) or submit(*args, **kw))
@@ -72,6 +73,10 @@ def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, 
     monkeypatch.setattr(products, "MIN_SPLIT", 1 << 21)
     a, b = _array(8, 8), _array(8, 8)
     np.testing.assert_array_equal(products.matmul(a, b), np.matmul(a, b))
+    # Enough work, but few outputs over a long inner dimension (a convolution's weight diff).
+    monkeypatch.setattr(products, "MIN_SPLIT_OUTPUT", 1 << 12)
+    long_a, long_b = _array(25, 9000), _array(9000, 20)
+    np.testing.assert_array_equal(products.matmul(long_a, long_b), np.matmul(long_a, long_b))
     monkeypatch.setattr(products, "MIN_SPLIT", 1)
     np.testing.assert_array_equal(products.matmul(a.astype(np.int64), b.astype(np.int64)),
                                   np.matmul(a.astype(np.int64), b.astype(np.int64)))
