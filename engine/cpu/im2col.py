@@ -10,18 +10,7 @@ row-major order, as the NumPy col2im does: the sums are the same bit for bit.
 from numba import njit, prange, uint64
 
 from . import OPTIONS
-
-
-@njit(inline="always")
-def _valid_range(count, stride, offset, size):
-    """Outputs o in [lo, hi) with 0 <= o * stride + offset < size."""
-    lo = 0
-    if offset < 0:
-        lo = (-offset + stride - 1) // stride
-    hi = 0
-    if size - offset > 0:
-        hi = (size - offset + stride - 1) // stride
-    return lo, max(lo, min(hi, count))
+from .phases import valid_range as _valid_range
 
 
 @njit(**OPTIONS)

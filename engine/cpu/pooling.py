@@ -70,6 +70,12 @@ def max_backward(dy, mask, dx):
                     plane[index] += dy[n, c, oh, ow]
 
 
+@njit(inline="always")
+def _window(index, stride, pad, kernel, size):
+    """The inputs [start, end) of window `index` along one axis, clipped to the image."""
+    return max(index * stride - pad, 0), min(index * stride - pad + kernel, size)
+
+
 @njit(**OPTIONS)
 def ave_forward(x, divisor, kh, kw, sh, sw, ph, pw, y):
     """y (N, C, PH, PW) = each window's sum (inside the image, row-major order) / its divisor."""
@@ -80,11 +86,9 @@ def ave_forward(x, divisor, kh, kw, sh, sw, ph, pw, y):
         c = task % channels
         image = x[n, c]
         for oh in range(out_h):
-            hs = max(oh * sh - ph, 0)
-            he = min(oh * sh - ph + kh, height)
+            hs, he = _window(oh, sh, ph, kh, height)
             for ow in range(out_w):
-                ws = max(ow * sw - pw, 0)
-                we = min(ow * sw - pw + kw, width)
+                ws, we = _window(ow, sw, pw, kw, width)
                 total = x.dtype.type(0)
                 for h in range(hs, he):
                     for w in range(ws, we):
@@ -113,11 +117,9 @@ def ave_backward(dy, divisor, kh, kw, sh, sw, ph, pw, dx):
                 line[w] = zero
         grads = dy[n, c]
         for oh in range(out_h):
-            hs = max(oh * sh - ph, 0)
-            he = min(oh * sh - ph + kh, height)
+            hs, he = _window(oh, sh, ph, kh, height)
             for ow in range(out_w):
-                ws = max(ow * sw - pw, 0)
-                we = min(ow * sw - pw + kw, width)
+                ws, we = _window(ow, sw, pw, kw, width)
                 share = grads[oh, ow] / divisor[oh, ow]
                 for h in range(hs, he):
                     line = plane[h]
