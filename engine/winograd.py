@@ -87,7 +87,7 @@ def filter_transform_adjoint(du, out=None):
         return xp.ascontiguousarray(q.T).reshape(out_channels, in_channels, 3, 3)
     if out.flags.c_contiguous:
         taps = out.reshape(-1, 9)  # a view: the addition lands in `out`
-        _in_parts(xp, q.shape[1], lambda part: taps[part].__iadd__(q[:, part].T))
+        _in_parts(xp, q.shape[1], lambda part: _add(taps[part], q[:, part].T))
     else:
         out += q.T.reshape(out.shape)
     return out
@@ -95,6 +95,10 @@ def filter_transform_adjoint(du, out=None):
 
 def _copy(target, source):
     target[...] = source
+
+
+def _add(target, source):
+    target += source
 
 
 def _in_parts(xp, size, function):

@@ -236,3 +236,25 @@ def test_bottom_diff_by_correlation_matches_col2im(monkeypatch, params, shape):
         results.append((bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernels_on", [False, True])
+def test_filter_transforms_are_kron_g_and_its_adjoint(kernels_on):
+    """U = G w G^T and dw = G^T dU G, as the (16, 9) matrix kron(G, G) gives them, on both CPU paths."""
+    from engine import cpu
+
+    g = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+    kron = np.kron(g, g)
+    rng = np.random.default_rng(5)
+    w, du = rng.standard_normal((5, 3, 3, 3)), rng.standard_normal((16, 5, 3))
+    previous = cpu.set_enabled(kernels_on)
+    try:
+        u = winograd.filter_transform(w)
+        dw = winograd.filter_transform_adjoint(du)
+        into = np.ones_like(w)
+        assert winograd.filter_transform_adjoint(du, out=into) is into
+    finally:
+        cpu.set_enabled(previous)
+    np.testing.assert_allclose(u, (kron @ w.reshape(-1, 9).T).reshape(16, 5, 3), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(dw, (du.reshape(16, -1).T @ kron).reshape(5, 3, 3, 3), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(into, 1 + dw, rtol=0, atol=1e-14)
