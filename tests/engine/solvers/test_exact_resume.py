@@ -135,49 +135,51 @@ def stop_readers(*solvers):
                     layer.stop()
 
 
-def test_in_process_resume_continues_the_same_batches(tmp_path, monkeypatch):
+@pytest.fixture
+def solvers(tmp_path, monkeypatch):
+    """A run folder on the test databases, and a maker of solvers in it whose readers stop at the end."""
+    write_dbs(tmp_path)
+    write_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    made = []
+
+    def new():
+        made.append(solver_in(tmp_path / "run"))
+        return made[-1]
+
+    yield new
+    stop_readers(*made)
+
+
+def test_in_process_resume_continues_the_same_batches(solvers):
     """Restoring a snapshot in a fresh solver gives the batches, dropout masks and weights the
     first solver goes on to produce (the prefetched batches are read again from the reader's state)."""
-    write_dbs(tmp_path)
-    write_run(tmp_path / "run")
-    monkeypatch.chdir(tmp_path / "run")
-    solver = solver_in(tmp_path / "run")
-    fresh = None
-    try:
-        solver.step(5)
-        _, state = solver.snapshot()
-        solver.step(3)
-        weights = [blob.data.copy() for blob in solver.net.learnable_params]
-        data = solver.net.blobs["data"].data.copy()
-        stop_readers(solver)  # one process opens an LMDB once
-        fresh = solver_in(tmp_path / "run")
-        fresh.restore(state)
-        fresh.step(3)
-        for mine, theirs in zip(weights, fresh.net.learnable_params):
-            np.testing.assert_array_equal(mine, theirs.data)
-        np.testing.assert_array_equal(data, fresh.net.blobs["data"].data)
-    finally:
-        stop_readers(solver, *([fresh] if fresh else []))
+    solver = solvers()
+    solver.step(5)
+    _, state = solver.snapshot()
+    solver.step(3)
+    weights = [blob.data.copy() for blob in solver.net.learnable_params]
+    data = solver.net.blobs["data"].data.copy()
+    stop_readers(solver)  # one process opens an LMDB once
+    fresh = solvers()
+    fresh.restore(state)
+    fresh.step(3)
+    for mine, theirs in zip(weights, fresh.net.learnable_params):
+        np.testing.assert_array_equal(mine, theirs.data)
+    np.testing.assert_array_equal(data, fresh.net.blobs["data"].data)
 
 
-def test_resume_without_the_sidecar_starts_the_data_over(tmp_path, monkeypatch, caplog):
+def test_resume_without_the_sidecar_starts_the_data_over(solvers, caplog):
     """A Caffe snapshot (no .resume beside it) still resumes, as Caffe does, and says so."""
-    write_dbs(tmp_path)
-    write_run(tmp_path / "run")
-    monkeypatch.chdir(tmp_path / "run")
-    solver = solver_in(tmp_path / "run")
-    fresh = None
-    try:
-        solver.step(2)
-        _, state = solver.snapshot()
-        os.unlink(f"{state}.resume")
-        stop_readers(solver)
-        fresh = solver_in(tmp_path / "run")
-        fresh.restore(state)
-        assert fresh.iter == 2
-        assert "has no .resume beside it" in caplog.text
-    finally:
-        stop_readers(solver, *([fresh] if fresh else []))
+    solver = solvers()
+    solver.step(2)
+    _, state = solver.snapshot()
+    os.unlink(f"{state}.resume")
+    stop_readers(solver)
+    fresh = solvers()
+    fresh.restore(state)
+    assert fresh.iter == 2
+    assert "has no .resume beside it" in caplog.text
 
 
 @pytest.mark.parametrize("content, message", [
@@ -191,48 +193,34 @@ def test_resume_without_the_sidecar_starts_the_data_over(tmp_path, monkeypatch, 
     ('{"format": "caffe-engine exact resume 1", "iter": 2, "rng": {}, "readers": {"train/mnist": {"key": 5}}}',
      r"\.resume: garbled reader state"),
 ])
-def test_a_bad_resume_file_is_refused_in_one_line(tmp_path, monkeypatch, content, message):
+def test_a_bad_resume_file_is_refused_in_one_line(solvers, content, message):
     from engine.errors import SolverError
 
-    write_dbs(tmp_path)
-    write_run(tmp_path / "run")
-    monkeypatch.chdir(tmp_path / "run")
-    solver = solver_in(tmp_path / "run")
-    fresh = None
-    try:
-        solver.step(2)
-        _, state = solver.snapshot()
-        Path(f"{state}.resume").write_text(content)
-        stop_readers(solver)
-        fresh = solver_in(tmp_path / "run")
-        with pytest.raises(SolverError, match=message) as info:
-            fresh.restore(state)
-        assert "\n" not in str(info.value)
-        if "garbled reader state" not in message:  # refused before anything changed
-            assert fresh.iter == 0
-    finally:
-        stop_readers(solver, *([fresh] if fresh else []))
+    solver = solvers()
+    solver.step(2)
+    _, state = solver.snapshot()
+    Path(f"{state}.resume").write_text(content)
+    stop_readers(solver)
+    fresh = solvers()
+    with pytest.raises(SolverError, match=message) as info:
+        fresh.restore(state)
+    assert "\n" not in str(info.value)
+    if "garbled reader state" not in message:  # refused before anything changed
+        assert fresh.iter == 0
 
 
-def test_data_parallel_resume_starts_the_readers_over(tmp_path, monkeypatch, caplog):
+def test_data_parallel_resume_starts_the_readers_over(solvers, monkeypatch, caplog):
     """Only rank 0 snapshots; its random states are not the other workers', so every worker starts over."""
     from engine import backend
 
     caplog.set_level("INFO", "engine.solver")
-    write_dbs(tmp_path)
-    write_run(tmp_path / "run")
-    monkeypatch.chdir(tmp_path / "run")
-    solver = solver_in(tmp_path / "run")
-    fresh = None
-    try:
-        solver.step(2)
-        _, state = solver.snapshot()
-        stop_readers(solver)
-        fresh = solver_in(tmp_path / "run")
-        monkeypatch.setattr(backend, "_parallel", {"rank": 1, "count": 2})
-        before = fresh.net.layer_dict["mnist"].resume_state()
-        fresh.restore(state)
-        assert fresh.iter == 2 and fresh.net.layer_dict["mnist"].resume_state() == before
-        assert "Data-parallel resume: the data readers and random generators start over" in caplog.text
-    finally:
-        stop_readers(solver, *([fresh] if fresh else []))
+    solver = solvers()
+    solver.step(2)
+    _, state = solver.snapshot()
+    stop_readers(solver)
+    fresh = solvers()
+    monkeypatch.setattr(backend, "_parallel", {"rank": 1, "count": 2})
+    before = fresh.net.layer_dict["mnist"].resume_state()
+    fresh.restore(state)
+    assert fresh.iter == 2 and fresh.net.layer_dict["mnist"].resume_state() == before
+    assert "Data-parallel resume: the data readers and random generators start over" in caplog.text
