@@ -5,9 +5,10 @@ patches the process of our worker first, so the table shows what the
 change would give before its owner adopts it (or, for adopted ones, what
 the engine would give without it):
 
-- winograd:  every Convolution layer the Winograd path supports (2-D 3x3,
-             stride 1) takes it, on any device (engine.layers.conv.WINOGRAD
-             = "always"; the engine's default, "auto", takes it on the CPU).
+- winograd:  every Convolution layer the Winograd path supports (2-D 3x3
+             and 5x5, stride 1) takes it, on any device
+             (engine.layers.conv.WINOGRAD = "always"; the engine's default,
+             "auto", takes it on the CPU where it pays).
 - im2col:    no Winograd anywhere: im2col + GEMM for every convolution, as
              before engine/winograd.py was adopted (WINOGRAD = "never").
 

@@ -1,29 +1,36 @@
-"""Winograd F(2x2, 3x3) convolution: the Convolution layer's path for 3x3, stride-1 kernels.
+"""Winograd convolution: the Convolution layer's path for 3x3 and 5x5, stride-1 kernels.
 
 im2col + GEMM spends 2 * 9 * C multiply-adds per output and copies the input
 nine times. Winograd's minimal filtering (Lavin & Gray, 2016) computes each
 2x2 output tile from a 4x4 input tile with 16 products instead of 36: the
 transforms are additions on whole-batch arrays, and the products are 16
 GEMMs of (num_output x channels) by (channels x tiles), 2.25 times fewer
-flops, on an input copy four (not nine) times the input size.
+flops, on an input copy four (not nine) times the input size. A 5x5 kernel
+takes F(2x2, 5x5): 6x6 tiles, 36 GEMMs instead of 100 products per 2x2
+outputs, with matrices built by toom_cook() at the points 0, +-1, +-2 and
+infinity (the Tiling class); F(2x2, 3x3) keeps its own written-out adds.
 
 All three passes go through the same transforms:
 - forward:       Y  = A^T [ U . V ] A,  U = G w G^T,  V = B^T d B
 - bottom diff:   the same routine on the top diff with the filters rotated
-                 by 180 degrees and channels swapped, padding 2 - pad
+                 by 180 degrees and channels swapped, padding k - 1 - pad
 - weight diff:   dU = A dY A^T contracted with V over tiles; dw = G^T dU G
 
 Arrays are channels-last (num, H, W, channels) inside, so every transform
 step runs along rows of `channels` contiguous values (a tile's width is only
 a few values: tile-major layouts spend their time in NumPy's per-row
-overhead), and each of the 16 products is one GEMM over the whole batch.
+overhead), and each of the products is one GEMM over the whole batch.
 The entry points take and return Caffe's (num, channels, H, W), and write
 into the caller's arrays when given them. One body serves NumPy and CuPy
 (engine.backend.get_array_module). float32 error stays near 1e-6 relative
-(tests/engine/test_winograd.py checks against im2col and a direct convolution
-in float64). On the CPU the transforms and the moves to and from channels-last
-run as multi-threaded kernels with the same additions (engine/cpu/winograd.py).
+for 3x3 and under 1e-5 for 5x5 (tests/engine/test_winograd.py checks
+against im2col and a direct convolution in float64). On the CPU the
+transforms and the moves to and from channels-last run as multi-threaded
+kernels with the same additions (engine/cpu/winograd.py).
 """
+
+import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -32,9 +39,10 @@ from .cpu import products
 from .backend import get_array_module
 
 def supported(kernel, stride, dilation, pad):
-    """Geometry this path computes: 2-D 3x3, stride 1, no dilation, pad 0..2 (for the bottom diff)."""
-    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and len(tuple(pad)) == 2 and all(0 <= p <= 2 for p in pad))
+    """Geometry this path computes: 2-D 3x3 or 5x5, stride 1, no dilation, pad 0..k-1 (for the bottom diff)."""
+    kernel = tuple(kernel)
+    return (kernel in ((3, 3), (5, 5)) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and len(tuple(pad)) == 2 and all(0 <= p < kernel[0] for p in pad))
 
 
 def _g_taps(x0, x1, x2):
@@ -232,16 +240,17 @@ def _to_channels_last(x):
     return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-def _padded_channels_last(x, pad, th, tw):
-    """x (num, C, H, W) zero-padded into channels-last (num, 2 th + 2, 2 tw + 2, C)."""
+def _padded_channels_last(x, pad, size):
+    """x (num, C, H, W) zero-padded into channels-last (num, size[0], size[1], C), x at (pad[0], pad[1])."""
     xp = get_array_module(x)
     num, channels, height, width = x.shape
     if cpu.usable(x) and x.flags.c_contiguous:
-        padded = xp.empty((num, 2 * th + 2, 2 * tw + 2, channels), dtype=x.dtype)
+        padded = xp.empty((num,) + tuple(size) + (channels,), dtype=x.dtype)
         cpu.kernels("winograd").to_padded_channels_last(x, pad[0], pad[1], padded)
         return padded
-    padded = xp.zeros((num, 2 * th + 2, 2 * tw + 2, channels), dtype=x.dtype)
-    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x.transpose(0, 2, 3, 1)
+    padded = xp.zeros((num,) + tuple(size) + (channels,), dtype=x.dtype)
+    height, width = min(height, size[0] - pad[0]), min(width, size[1] - pad[1])
+    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x[:, :, :height, :width].transpose(0, 2, 3, 1)
     return padded
 
 
@@ -257,20 +266,246 @@ def _from_channels_last(yh, out, bias=None):
     return True
 
 
+# Finite interpolation points of the Toom-Cook constructions, in the order taken (infinity is the last
+# point of every one): small integers first, which keep the transforms' coefficients small and exact.
+_POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2))
+
+
+def _inverse(matrix):
+    """The inverse of a square matrix of Fractions (Gauss-Jordan, exact)."""
+    size = len(matrix)
+    rows = [list(row) + [Fraction(int(i == j)) for j in range(size)] for i, row in enumerate(matrix)]
+    for col in range(size):
+        pivot = next(r for r in range(col, size) if rows[r][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        scale = rows[col][col]
+        rows[col] = [value / scale for value in rows[col]]
+        for r in range(size):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+    return [row[size:] for row in rows]
+
+
+def toom_cook(m, r):
+    """(A^T (m, n), G (n, r), B^T (n, n)), n = m + r - 1, of Winograd's minimal filtering F(m, r).
+
+    The correlation y_i = sum_k g_k d_(i+k) of m outputs is y = A^T [(G g) * (B^T d)]: the transpose of
+    the polynomial product evaluated at n - 1 points and infinity and interpolated back (Lavin & Gray,
+    2016). Each row of B^T is scaled to coprime integers, its row of G by the inverse, so that the input
+    transform (the largest) adds small integer multiples.
+    """
+    n = m + r - 1
+    points = _POINTS[:n - 1]
+    # Evaluation at the points (and infinity: the leading coefficient) of a polynomial of `degree` terms.
+    evaluate = lambda degree: [[p ** k for k in range(degree)] for p in points] + [  # noqa: E731
+        [Fraction(int(k == degree - 1)) for k in range(degree)]]
+    a, g = evaluate(m), evaluate(r)
+    bt = [list(row) for row in zip(*_inverse(evaluate(n)))]  # (V^-1)^T: interpolation, transposed
+    for j, row in enumerate(bt):
+        scale = Fraction(math.lcm(*(value.denominator for value in row)),
+                         math.gcd(*(value.numerator for value in row)))
+        bt[j] = [value * scale for value in row]
+        g[j] = [value / scale for value in g[j]]
+    as_array = lambda rows: np.array([[float(value) for value in row] for row in rows])  # noqa: E731
+    return as_array(list(zip(*a))), as_array(g), as_array(bt)
+
+
+def _combine(xp, coefs, sources, out):
+    """out = sum of coef * source over the nonzero coefs, in order: the kernels' additions (engine/cpu)."""
+    first = True
+    for coef, source in zip(coefs, sources):
+        if coef == 0:
+            continue
+        coef = out.dtype.type(coef)  # float32 arrays stay float32, as in the kernels
+        if first:
+            xp.multiply(source, coef, out=out)
+            first = False
+        else:
+            out += coef * source
+    if first:
+        out[...] = 0
+
+
+class Tiling:
+    """Winograd F(m x m, r x r): m x m outputs from each n x n input tile (n = m + r - 1), tiles every m.
+
+    The transforms through the matrices of toom_cook(m, r), on whole-batch
+    NumPy or CuPy arrays; on the CPU, the tiling's kernels in
+    engine/cpu/winograd.py when it has them (the same additions, in the
+    same order, so the same numbers).
+    """
+
+    def __init__(self, m, r, kernels=None):
+        self.m, self.r, self.n = m, r, m + r - 1
+        self.at, self.g, self.bt = toom_cook(m, r)
+        self.kernels = kernels  # suffix of this tiling's transform kernels in engine/cpu/winograd.py, if any
+
+    def _kernel(self, name, *arrays):
+        """engine/cpu/winograd.py's `name`_`kernels` when this tiling has kernels and they serve `arrays`."""
+        if self.kernels and cpu.usable(*arrays) and all(a.flags.c_contiguous for a in arrays):
+            return getattr(cpu.kernels("winograd"), f"{name}_{self.kernels}")
+        return None
+
+    def tiles(self, size, pad):
+        """Tiles along an axis of `size` inputs padded by `pad` on each side."""
+        return -(-(size + 2 * pad - self.r + 1) // self.m)
+
+    def padded_size(self, tiles):
+        """Inputs the tiles read along an axis."""
+        return self.m * tiles + self.r - 1
+
+    def filter_transform(self, weight):
+        """U (n^2, out, in) = G w G^T for weights (out, in, r, r), computed in float64."""
+        xp = get_array_module(weight)
+        g = xp.asarray(self.g)
+        t = xp.tensordot(weight.astype(np.float64), g, axes=([3], [1]))  # (out, in, k, b)
+        u = xp.tensordot(g, t, axes=([1], [2]))  # (a, out, in, b)
+        u = u.transpose(0, 3, 1, 2).reshape((self.n * self.n,) + weight.shape[:2])
+        return xp.ascontiguousarray(u.astype(weight.dtype))
+
+    def filter_transform_adjoint(self, du, out=None):
+        """dw (out, in, r, r) = G^T dU G from dU (n^2, out, in); added into `out` when given (and `out` returned)."""
+        xp = get_array_module(du)
+        g = xp.asarray(self.g)
+        t = xp.tensordot(g, du.astype(np.float64).reshape((self.n, self.n) + du.shape[1:]), axes=([0], [0]))
+        dw = xp.tensordot(t, g, axes=([1], [0])).transpose(1, 2, 0, 3)  # t: (k, b, out, in); dw: (out, in, k, l)
+        if out is None:
+            return xp.ascontiguousarray(dw.astype(du.dtype))
+        out += dw.astype(out.dtype)
+        return out
+
+    def rotated_filters(self, u, weight, group):
+        """(filters, transposed, permutation) for _products in the bottom-diff pass: the transformed filters
+        rotated by 180 degrees with channels swapped within each group."""
+        out_channels, per_group = weight.shape[:2]
+        r = self.r
+        rotated = weight.reshape(group, out_channels // group, per_group, r, r)[:, :, :, ::-1, ::-1]
+        rotated = rotated.swapaxes(1, 2).reshape(group * per_group, out_channels // group, r, r)
+        return self.filter_transform(rotated), False, None
+
+    def input_transform_padded(self, padded, th, tw):
+        """V (n^2, num * tiles, C) = B^T d B over the n x n tiles (every m) of the padded channels-last input."""
+        xp = get_array_module(padded)
+        n, m = self.n, self.m
+        num, channels = padded.shape[0], padded.shape[3]
+        v = xp.empty((n, n, num, th, tw, channels), dtype=padded.dtype)
+        kernel = self._kernel("input_transform", padded)
+        if kernel is not None:
+            kernel(padded, v)
+            return v.reshape(n * n, num * th * tw, channels), (th, tw)
+        d = [[padded[:, a:a + m * (th - 1) + 1:m, b:b + m * (tw - 1) + 1:m] for b in range(n)] for a in range(n)]
+        r = xp.empty_like(v)
+        for b in range(n):  # B^T down each column of the tile
+            for i in range(n):
+                _combine(xp, self.bt[i], [d[a][b] for a in range(n)], r[i, b])
+        for i in range(n):  # ... then along each row
+            for j in range(n):
+                _combine(xp, self.bt[j], [r[i, b] for b in range(n)], v[i, j])
+        return v.reshape(n * n, num * th * tw, channels), (th, tw)
+
+    def input_transform(self, xh, pad):
+        """V and the tiles, from the channels-last (unpadded) input xh."""
+        num, height, width, channels = xh.shape
+        th, tw = self.tiles(height, pad[0]), self.tiles(width, pad[1])
+        xp = get_array_module(xh)
+        padded = xp.zeros((num, self.padded_size(th), self.padded_size(tw), channels), dtype=xh.dtype)
+        height, width = min(height, padded.shape[1] - pad[0]), min(width, padded.shape[2] - pad[1])
+        padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = xh[:, :height, :width]
+        return self.input_transform_padded(padded, th, tw)
+
+    def output_transform(self, mm, num, tiles, out_shape):
+        """Y (num, oh, ow, out) = A^T M A from M (n^2, num * tiles, out); a view into a fresh array."""
+        xp = get_array_module(mm)
+        n, m = self.n, self.m
+        th, tw = tiles
+        mm = mm.reshape(n, n, num, th, tw, mm.shape[-1])
+        y = xp.empty((num, m * th, m * tw, mm.shape[-1]), dtype=mm.dtype)
+        kernel = self._kernel("output_transform", mm)
+        if kernel is not None:
+            kernel(mm, y)
+        else:
+            s = xp.empty((m, n) + mm.shape[2:], dtype=mm.dtype)
+            for i in range(n):  # A^T along each row
+                for q in range(m):
+                    _combine(xp, self.at[q], [mm[i, j] for j in range(n)], s[q, i])
+            for q in range(m):  # ... and down the columns
+                for p in range(m):
+                    _combine(xp, self.at[p], [s[q, i] for i in range(n)], y[:, p::m, q::m])
+        return y[:, :out_shape[0], :out_shape[1]]
+
+    def output_transform_adjoint(self, dyh, tiles):
+        """dM (n^2, num * tiles, out) = A dY A^T from the channels-last top diff dyh (num, m th, m tw, out)."""
+        xp = get_array_module(dyh)
+        n, m = self.n, self.m
+        th, tw = tiles
+        num, out_channels = dyh.shape[0], dyh.shape[3]
+        dm = xp.empty((n, n, num, th, tw, out_channels), dtype=dyh.dtype)
+        kernel = self._kernel("output_transform_adjoint", dyh)
+        if kernel is not None:
+            kernel(dyh, dm)
+        else:
+            a = self.at.T
+            t = xp.empty((n, m, num, th, tw, out_channels), dtype=dyh.dtype)
+            for p in range(m):  # A along the tile's rows
+                for j in range(n):
+                    _combine(xp, a[j], [dyh[:, p::m, q::m] for q in range(m)], t[j, p])
+            for i in range(n):  # ... and along its columns
+                for j in range(n):
+                    _combine(xp, a[i], [t[j, p] for p in range(m)], dm[i, j])
+        return dm.reshape(n * n, num * th * tw, out_channels)
+
+
 # Rotating a 3-tap filter by 180 degrees swaps rows 0 and 3 of G g (row 1 and 2 are symmetric), so the
 # bottom-diff pass reuses the forward's transformed filters with this permutation of the 16 positions.
 _ROTATED = np.array([[3, 1, 2, 0][i] * 4 + [3, 1, 2, 0][j] for i in range(4) for j in range(4)])
 
 
+class _F2x2And3x3(Tiling):
+    """F(2x2, 3x3) through the module's functions above: its additions written out, exact in G."""
+
+    def __init__(self):
+        super().__init__(2, 3)
+
+    def filter_transform(self, weight):
+        return filter_transform(weight)
+
+    def filter_transform_adjoint(self, du, out=None):
+        return filter_transform_adjoint(du, out=out)
+
+    def rotated_filters(self, u, weight, group):
+        if group == 1:  # the rotated filters' transpose is the permuted U itself: no transposing copy
+            return u, True, _ROTATED
+        xp = get_array_module(u)
+        og, cg = weight.shape[0] // group, weight.shape[1]
+        return u[xp.asarray(_ROTATED)].reshape(16, group, og, cg).swapaxes(2, 3).reshape(16, group * cg, og), \
+            False, None
+
+    def input_transform_padded(self, padded, th, tw):
+        return _input_transform_padded(padded, th, tw)
+
+    def output_transform(self, mm, num, tiles, out_shape):
+        return output_transform(mm, num, tiles, out_shape)
+
+    def output_transform_adjoint(self, dyh, tiles):
+        return output_transform_adjoint(dyh, tiles)
+
+
+# The tiling each kernel size takes. F(2x2, 5x5) spends 36 products per 4 outputs where im2col spends 100,
+# on 6x6 tiles whose points (0, +-1, +-2, infinity) keep float32 errors near F(2x2, 3x3)'s.
+TILINGS = {3: _F2x2And3x3(), 5: Tiling(2, 5, kernels="f2x5")}
+
+
 class WinogradConvolution:
-    """3x3 stride-1 convolution (Caffe's cross-correlation) with forward and backward, like the layer's.
+    """3x3 or 5x5 stride-1 convolution (Caffe's cross-correlation) with forward and backward, like the layer's.
 
     The transformed input and filters of the last forward are kept for the
     backward that follows (recomputed when absent); `release()` drops them.
     """
 
-    def __init__(self, pad, group=1):
+    def __init__(self, pad, group=1, kernel=3):
         self.pad, self.group = tuple(pad), group
+        self.tiling = TILINGS[kernel]
         self.release()
 
     def release(self):
@@ -278,20 +513,23 @@ class WinogradConvolution:
 
     def _conv(self, x, u, pad, transposed=False, permutation=None):
         """x (num, C, H, W) -> channels-last (num, oh, ow, out), and the transformed input."""
+        tiling = self.tiling
         height, width = x.shape[2:]
-        th, tw = _tiles(height, pad[0]), _tiles(width, pad[1])
-        v, tiles = _input_transform_padded(_padded_channels_last(x, pad, th, tw), th, tw)
+        th, tw = tiling.tiles(height, pad[0]), tiling.tiles(width, pad[1])
+        padded = _padded_channels_last(x, pad, (tiling.padded_size(th), tiling.padded_size(tw)))
+        v, tiles = tiling.input_transform_padded(padded, th, tw)
+        del padded
         m = _products(v, u, self.group, transposed, permutation)
-        out_shape = (height + 2 * pad[0] - 2, width + 2 * pad[1] - 2)
-        return output_transform(m, x.shape[0], tiles, out_shape), v, tiles
+        out_shape = (height + 2 * pad[0] - tiling.r + 1, width + 2 * pad[1] - tiling.r + 1)
+        return tiling.output_transform(m, x.shape[0], tiles, out_shape), v, tiles
 
     def forward(self, x, weight, bias=None, out=None):
-        """top (num, out, oh, ow) for bottom x (num, in, H, W) and weights (out, in / group, 3, 3).
+        """top (num, out, oh, ow) for bottom x (num, in, H, W) and weights (out, in / group, k, k).
 
         Writes into `out` when given (and returns it).
         """
         xp = get_array_module(x)
-        self.u = filter_transform(weight)
+        self.u = self.tiling.filter_transform(weight)
         yh, self.v, self.tiles = self._conv(x, self.u, self.pad)
         y = yh.transpose(0, 3, 1, 2)
         if out is None:
@@ -310,38 +548,32 @@ class WinogradConvolution:
         The bottom diff is written into `out` when given (and `out` returned).
         """
         xp = get_array_module(dy)
+        tiling = self.tiling
         if bias_diff is not None:
             bias_diff += dy.sum(axis=(0, 2, 3))
         if weight_diff is not None:
             v, tiles = self.v, self.tiles
             if v is None:
-                v, tiles = input_transform(_to_channels_last(x), self.pad)
-            if cpu.usable(dy) and dy.flags.c_contiguous:
-                dyh = _padded_channels_last(dy, (0, 0), tiles[0] - 1, tiles[1] - 1)[:, :2 * tiles[0], :2 * tiles[1]]
-                dyh = dyh if dyh.flags.c_contiguous else xp.ascontiguousarray(dyh)
-            else:
-                dyh = _to_channels_last(dy)
-            dm = output_transform_adjoint(dyh, tiles)
+                v, tiles = tiling.input_transform(_to_channels_last(x), self.pad)
+            dyh = _padded_channels_last(dy, (0, 0), (tiling.m * tiles[0], tiling.m * tiles[1]))
+            dm = tiling.output_transform_adjoint(dyh, tiles)
+            del dyh
             if self.group == 1:
                 du = products.for_module(xp)(dm.swapaxes(1, 2), v)
             else:
-                du = xp.empty((16, weight.shape[0], weight.shape[1]), dtype=dy.dtype)
+                du = xp.empty((dm.shape[0], weight.shape[0], weight.shape[1]), dtype=dy.dtype)
                 for mout, vin in zip(_group_slices(dm.shape[2], self.group), _group_slices(v.shape[2], self.group)):
                     du[:, mout] = products.for_module(xp)(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
             del dm
-            filter_transform_adjoint(du, out=weight_diff)
-        u = self.u if self.u is not None else filter_transform(weight)
+            tiling.filter_transform_adjoint(du, out=weight_diff)
+        u = self.u if self.u is not None else tiling.filter_transform(weight)
         self.release()
         if not need_bottom:
             return None
         # Bottom diff: full correlation with the rotated filters, channels swapped within each group.
-        g, og, cg = self.group, weight.shape[0] // self.group, weight.shape[1]
-        pad = (2 - self.pad[0], 2 - self.pad[1])
-        if g == 1:  # the rotated filters' transpose is the permuted U itself: no transposing copy
-            dxh, _, _ = self._conv(dy, u, pad, transposed=True, permutation=_ROTATED)
-        else:
-            rotated = u[xp.asarray(_ROTATED)].reshape(16, g, og, cg).swapaxes(2, 3).reshape(16, g * cg, og)
-            dxh, _, _ = self._conv(dy, rotated, pad)
+        pad = (tiling.r - 1 - self.pad[0], tiling.r - 1 - self.pad[1])
+        filters, transposed, permutation = tiling.rotated_filters(u, weight, self.group)
+        dxh, _, _ = self._conv(dy, filters, pad, transposed, permutation)
         dx = dxh.transpose(0, 3, 1, 2)
         if out is None:
             return xp.ascontiguousarray(dx)

@@ -1,9 +1,13 @@
-"""Winograd F(2x2, 3x3) transforms and channels-last moves for engine/winograd.py, threads over tile rows.
+"""Winograd transforms and channels-last moves for engine/winograd.py, threads over tile rows.
 
 The transforms take and give engine/winograd.py's arrays, tile by tile with
 the channels innermost (the filter transforms: filter by filter), and do
 the NumPy code's additions in its order, so that the numbers are the same
-bit for bit; only the 16 GEMMs between them stay with BLAS.
+bit for bit; only the GEMMs between them stay with BLAS. The kernels of
+F(2x2, 3x3) and F(2x2, 5x5) are written out with their matrices' additions
+(one loop per output over a row of channels, which LLVM vectorizes: a loop
+that reads a matrix from memory, or writes many outputs, runs several times
+slower).
 """
 
 import numpy as np
@@ -218,3 +222,109 @@ def filter_transform_adjoint(du, q):
                 q0[i] = d0[i] + (d1[i] + d2[i]) * half
                 q1[i] = (d1[i] - d2[i]) * half
                 q2[i] = d3[i] + (d1[i] + d2[i]) * half
+
+
+
+# F(2x2, 5x5): the 1-D transforms of engine/winograd.py's toom_cook(2, 5), one loop per output over a
+# row of channels, each output's terms in the matrix's order (the NumPy path's _combine adds them so).
+
+@njit(**dict(OPTIONS, parallel=False), inline="always")
+def _bt6(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5):
+    """(o0 .. o5) = B^T (d0 .. d5), B^T's rows (4, 0, -5, 0, 1, 0), (0, 4, 4, -1, -1, 0), (0, -4, 4, 1, -1, 0),
+    (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)."""
+    two, four, five = o0.dtype.type(2), o0.dtype.type(4), o0.dtype.type(5)
+    for c in range(o0.shape[0]):
+        o0[c] = four * d0[c] - five * d2[c] + d4[c]
+    for c in range(o0.shape[0]):
+        o1[c] = four * d1[c] + four * d2[c] - d3[c] - d4[c]
+    for c in range(o0.shape[0]):
+        o2[c] = -four * d1[c] + four * d2[c] + d3[c] - d4[c]
+    for c in range(o0.shape[0]):
+        o3[c] = -two * d1[c] - d2[c] + two * d3[c] + d4[c]
+    for c in range(o0.shape[0]):
+        o4[c] = two * d1[c] - d2[c] - two * d3[c] + d4[c]
+    for c in range(o0.shape[0]):
+        o5[c] = four * d1[c] - five * d3[c] + d5[c]
+
+
+@njit(**dict(OPTIONS, parallel=False), inline="always")
+def _at6(m0, m1, m2, m3, m4, m5, y0, y1):
+    """(y0, y1) = A^T (m0 .. m5), A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 1)."""
+    two = y0.dtype.type(2)
+    for c in range(y0.shape[0]):
+        y0[c] = m0[c] + m1[c] + m2[c] + m3[c] + m4[c]
+    for c in range(y0.shape[0]):
+        y1[c] = m1[c] - m2[c] + two * m3[c] - two * m4[c] + m5[c]
+
+
+@njit(**dict(OPTIONS, parallel=False), inline="always")
+def _a6(y0, y1, o0, o1, o2, o3, o4, o5):
+    """(o0 .. o5) = A (y0, y1): (y0, y0 + y1, y0 - y1, y0 + 2 y1, y0 - 2 y1, y1)."""
+    two = o0.dtype.type(2)
+    for c in range(o0.shape[0]):
+        o0[c] = y0[c]
+    for c in range(o0.shape[0]):
+        o1[c] = y0[c] + y1[c]
+    for c in range(o0.shape[0]):
+        o2[c] = y0[c] - y1[c]
+    for c in range(o0.shape[0]):
+        o3[c] = y0[c] + two * y1[c]
+    for c in range(o0.shape[0]):
+        o4[c] = y0[c] - two * y1[c]
+    for c in range(o0.shape[0]):
+        o5[c] = y1[c]
+
+
+@njit(**OPTIONS)
+def input_transform_f2x5(padded, v):
+    """v (6, 6, N, th, tw, C) = B^T d B over the 6x6 tiles (stride 2) of padded (N, 2 th + 4, 2 tw + 4, C)."""
+    num, th, tw, channels = v.shape[2], v.shape[3], v.shape[4], v.shape[5]
+    for task in prange(num * th):
+        n = task // th
+        ty = task % th
+        r = np.empty((6, 6, channels), dtype=v.dtype)
+        rows = padded[n, 2 * ty:2 * ty + 6]
+        for tx in range(tw):
+            w = 2 * tx
+            for b in range(6):  # B^T down each column
+                _bt6(rows[0, w + b], rows[1, w + b], rows[2, w + b], rows[3, w + b], rows[4, w + b],
+                     rows[5, w + b], r[0, b], r[1, b], r[2, b], r[3, b], r[4, b], r[5, b])
+            for i in range(6):  # ... then along each row
+                q = r[i]
+                _bt6(q[0], q[1], q[2], q[3], q[4], q[5], v[i, 0, n, ty, tx], v[i, 1, n, ty, tx],
+                     v[i, 2, n, ty, tx], v[i, 3, n, ty, tx], v[i, 4, n, ty, tx], v[i, 5, n, ty, tx])
+
+
+@njit(**OPTIONS)
+def output_transform_f2x5(m, y):
+    """y (N, 2 th, 2 tw, O) = A^T M A from m (6, 6, N, th, tw, O)."""
+    num, th, tw, channels = m.shape[2], m.shape[3], m.shape[4], m.shape[5]
+    for task in prange(num * th):
+        n = task // th
+        ty = task % th
+        s = np.empty((2, 6, channels), dtype=y.dtype)  # s[q, i]: A^T along row i, output q
+        for tx in range(tw):
+            for i in range(6):
+                _at6(m[i, 0, n, ty, tx], m[i, 1, n, ty, tx], m[i, 2, n, ty, tx], m[i, 3, n, ty, tx],
+                     m[i, 4, n, ty, tx], m[i, 5, n, ty, tx], s[0, i], s[1, i])
+            for q in range(2):  # ... and down the columns
+                a = s[q]
+                _at6(a[0], a[1], a[2], a[3], a[4], a[5], y[n, 2 * ty, 2 * tx + q], y[n, 2 * ty + 1, 2 * tx + q])
+
+
+@njit(**OPTIONS)
+def output_transform_adjoint_f2x5(dy, dm):
+    """dm (6, 6, N, th, tw, O) = A dY A^T from the channels-last top diff dy (N, 2 th, 2 tw, O)."""
+    num, th, tw, channels = dm.shape[2], dm.shape[3], dm.shape[4], dm.shape[5]
+    for task in prange(num * th):
+        n = task // th
+        ty = task % th
+        t = np.empty((6, 2, channels), dtype=dm.dtype)  # t[j, p]: A along row p, output j
+        for tx in range(tw):
+            for p in range(2):
+                _a6(dy[n, 2 * ty + p, 2 * tx], dy[n, 2 * ty + p, 2 * tx + 1],
+                    t[0, p], t[1, p], t[2, p], t[3, p], t[4, p], t[5, p])
+            for j in range(6):  # ... and along the columns
+                a = t[j]
+                _a6(a[0], a[1], dm[0, j, n, ty, tx], dm[1, j, n, ty, tx], dm[2, j, n, ty, tx],
+                    dm[3, j, n, ty, tx], dm[4, j, n, ty, tx], dm[5, j, n, ty, tx])

@@ -19,7 +19,8 @@ backward-data and backward-filter are one cuDNN call each, groups included.
 Otherwise the column arithmetic below runs on CuPy with cuBLAS products.
 
 On the CPU, Convolution's 2-D 3x3 stride-1 layers take Winograd F(2x2, 3x3)
-instead (engine/winograd.py; WINOGRAD below), and other stride-1 layers
+instead (engine/winograd.py; WINOGRAD below), 5x5 ones F(2x2, 5x5) where it
+pays (_winograd_pays), and other stride-1 layers
 compute the bottom diff as a correlation of the top diff (im2col + GEMM)
 rather than by col2im's strided additions, when its columns fit the buffer.
 
@@ -43,7 +44,7 @@ from .base import Layer, register_layer
 # Largest column buffer, in elements, built in one piece; bigger batches go in chunks.
 COLUMN_BUFFER_LIMIT = 1 << 25
 
-# Convolution's Winograd F(2x2, 3x3) path (engine/winograd.py) for 2-D 3x3 stride-1 kernels:
+# Convolution's Winograd path (engine/winograd.py) for 2-D 3x3 and 5x5 stride-1 kernels:
 # "auto" takes it on the CPU where it is faster (see _winograd_pays), "always" wherever the
 # geometry allows (CPU or GPU), "never" keeps im2col + GEMM everywhere.
 WINOGRAD = "auto"
@@ -270,12 +271,21 @@ class ConvolutionLayer(BaseConvolutionLayer):
         super().reshape(bottom, top)
         self._winograd = None
         if self.num_spatial_axes == 2 and winograd.supported(self.kernel, self.stride, self.dilation, self.pad):
-            self._winograd = winograd.WinogradConvolution(self.pad, self.group)
+            self._winograd = winograd.WinogradConvolution(self.pad, self.group, self.kernel[0])
         self._winograd_index = None
 
     def _winograd_pays(self):
-        """On the CPU, whether F(2x2, 3x3) beats im2col + GEMM for this layer (measured, see bench/README.md)."""
-        return True
+        """On the CPU, whether Winograd beats im2col + GEMM for this layer (measured, see bench/README.md).
+
+        F(2x2, 3x3) always does. F(2x2, 5x5)'s 36 GEMMs have only `channels` terms each and its
+        transforms read and write 9 times the input: it pays where im2col's GEMM is short too (few
+        outputs) and there are channels enough for its own (cifar10's conv2 and conv3: 32 in, 32 and
+        64 out, 1.3 to 1.6 times faster), not for LeNet's conv2 (20 in, 50 out) nor CaffeNet's
+        grouped conv2 (48 in, 128 out per group), where it ran 1.2 to 1.5 times slower.
+        """
+        if self.kernel[0] == 3:
+            return True
+        return self.group == 1 and self.channels >= 32 and self.num_output <= 64
 
     def _use_winograd(self, xp):
         if self._winograd is None or WINOGRAD == "never":

@@ -41,7 +41,8 @@ def _results(text, x):
 
 @pytest.mark.parametrize("params,winograd_geometry", [
     ("num_output: 4 kernel_size: 3 pad: 1 group: 2", True),
-    ("num_output: 3 kernel_size: 5 pad: 2", False),
+    ("num_output: 3 kernel_size: 5 pad: 2", True),
+    ("num_output: 3 kernel_size: 7 pad: 3", False),
 ])
 def test_what_if_patches_route_and_keep_the_numbers(monkeypatch, params, winograd_geometry):
     monkeypatch.setattr(conv, "WINOGRAD", conv.WINOGRAD)  # restored after the test

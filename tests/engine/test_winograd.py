@@ -1,9 +1,10 @@
-"""engine/winograd.py: the Convolution layer's F(2x2, 3x3) path computes what im2col + GEMM computes.
+"""engine/winograd.py: the Convolution layer's F(2x2, 3x3) and F(2x2, 5x5) paths compute what im2col + GEMM computes.
 
 In float64, against a direct convolution (one kernel offset at a time) and
 against the layer's im2col path: top, bottom diff, and weight and bias diffs
-(accumulated into, not overwritten), over pads 0-2, groups, odd and even
-sizes, several bottoms; the routing policy (conv.WINOGRAD) and float32 error.
+(accumulated into, not overwritten), over every pad, groups, odd and even
+sizes, several bottoms; the Toom-Cook matrices, the routing policy
+(conv.WINOGRAD and where 5x5 pays) and float32 error.
 """
 
 import numpy as np
@@ -13,31 +14,37 @@ from layer_check import build_layer, check_gradient
 from engine import caffe_pb2, winograd
 from engine.layers import conv
 
-CASES = [  # (num, channels, height, width, num_output, pad, group)
-    (2, 3, 7, 6, 4, 1, 1),
-    (2, 4, 8, 8, 6, 0, 2),
-    (3, 2, 5, 9, 4, 2, 2),
-    (1, 5, 4, 4, 3, 1, 1),
-    (2, 6, 3, 3, 4, 0, 1),
-    (2, 4, 6, 5, 8, 1, 4),   # depthwise, two outputs per channel
-    (1, 3, 1, 2, 2, 1, 1),   # a 1x2 image
-    (2, 2, 9, 7, 3, 2, 1),
+CASES = [  # (num, channels, height, width, num_output, pad, group, kernel)
+    (2, 3, 7, 6, 4, 1, 1, 3),
+    (2, 4, 8, 8, 6, 0, 2, 3),
+    (3, 2, 5, 9, 4, 2, 2, 3),
+    (1, 5, 4, 4, 3, 1, 1, 3),
+    (2, 6, 3, 3, 4, 0, 1, 3),
+    (2, 4, 6, 5, 8, 1, 4, 3),   # depthwise, two outputs per channel
+    (1, 3, 1, 2, 2, 1, 1, 3),   # a 1x2 image
+    (2, 2, 9, 7, 3, 2, 1, 3),
+    (2, 3, 9, 8, 4, 2, 1, 5),
+    (2, 4, 8, 7, 6, 0, 2, 5),
+    (1, 2, 5, 6, 3, 1, 1, 5),
+    (3, 2, 4, 5, 2, 3, 1, 5),
+    (1, 3, 2, 3, 2, 4, 1, 5),   # pad 4: every output sees the border
+    (2, 4, 7, 7, 4, 2, 4, 5),   # depthwise
 ]
 
 
 def direct_conv(x, w, b, pad, group):
-    """Cross-correlation, 3x3, stride 1, one kernel offset at a time."""
+    """Cross-correlation, k x k, stride 1, one kernel offset at a time."""
     num, channels, height, width = x.shape
-    outputs, per_group = w.shape[:2]
-    oh, ow = height + 2 * pad - 2, width + 2 * pad - 2
+    outputs, per_group, k = w.shape[:3]
+    oh, ow = height + 2 * pad - k + 1, width + 2 * pad - k + 1
     padded = np.zeros((num, channels, height + 2 * pad, width + 2 * pad))
     padded[:, :, pad:pad + height, pad:pad + width] = x
     y = np.zeros((num, outputs, oh, ow))
     og = outputs // group
     for g in range(group):
         xs = padded[:, g * per_group:(g + 1) * per_group]
-        for i in range(3):
-            for j in range(3):
+        for i in range(k):
+            for j in range(k):
                 y[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", xs[:, :, i:i + oh, j:j + ow],
                                                        w[g * og:(g + 1) * og, :, i, j])
     return y + (b.reshape(1, -1, 1, 1) if b is not None else 0)
@@ -46,7 +53,7 @@ def direct_conv(x, w, b, pad, group):
 def direct_backward(x, w, dy, pad, group):
     """(dx, dw, db) of direct_conv for top diff dy."""
     num, channels, height, width = x.shape
-    outputs, per_group = w.shape[:2]
+    outputs, per_group, k = w.shape[:3]
     oh, ow = dy.shape[2:]
     padded = np.zeros((num, channels, height + 2 * pad, width + 2 * pad))
     padded[:, :, pad:pad + height, pad:pad + width] = x
@@ -55,16 +62,16 @@ def direct_backward(x, w, dy, pad, group):
     og = outputs // group
     for g in range(group):
         cs, os_ = slice(g * per_group, (g + 1) * per_group), slice(g * og, (g + 1) * og)
-        for i in range(3):
-            for j in range(3):
+        for i in range(k):
+            for j in range(k):
                 window = padded[:, cs, i:i + oh, j:j + ow]
                 dw[os_, :, i, j] += np.einsum("nohw,nchw->oc", dy[:, os_], window)
                 dpadded[:, cs, i:i + oh, j:j + ow] += np.einsum("nohw,oc->nchw", dy[:, os_], w[os_, :, i, j])
     return dpadded[:, :, pad:pad + height, pad:pad + width], dw, dy.sum(axis=(0, 2, 3))
 
 
-def _text(outputs, pad, group, bias=True):
-    return (f'type: "Convolution" convolution_param {{ num_output: {outputs} kernel_size: 3 pad: {pad} '
+def _text(outputs, pad, group, bias=True, kernel=3):
+    return (f'type: "Convolution" convolution_param {{ num_output: {outputs} kernel_size: {kernel} pad: {pad} '
             f'group: {group} bias_term: {"true" if bias else "false"} '
             f'weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}')
 
@@ -88,19 +95,19 @@ def _run(monkeypatch, mode, text, xs, dys, priors, propagate=None):
     return used, [t.data.copy() for t in top], [b.diff.copy() for b in bottom], [p.diff.copy() for p in layer.blobs]
 
 
-def _priors(rng, outputs, per_group, bias=True):
-    shapes = [(outputs, per_group, 3, 3)] + ([(outputs,)] if bias else [])
+def _priors(rng, outputs, per_group, bias=True, kernel=3):
+    shapes = [(outputs, per_group, kernel, kernel)] + ([(outputs,)] if bias else [])
     return {"data": [rng.standard_normal(s) for s in shapes], "diff": [rng.standard_normal(s) for s in shapes]}
 
 
-@pytest.mark.parametrize("num,channels,height,width,outputs,pad,group", CASES)
+@pytest.mark.parametrize("num,channels,height,width,outputs,pad,group,kernel", CASES)
 def test_layer_matches_direct_convolution_and_im2col(monkeypatch, num, channels, height, width, outputs, pad,
-                                                     group):
+                                                     group, kernel):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((num, channels, height, width))
-    dy = rng.standard_normal((num, outputs, height + 2 * pad - 2, width + 2 * pad - 2))
-    priors = _priors(rng, outputs, channels // group)
-    text = _text(outputs, pad, group)
+    dy = rng.standard_normal((num, outputs, height + 2 * pad - kernel + 1, width + 2 * pad - kernel + 1))
+    priors = _priors(rng, outputs, channels // group, kernel=kernel)
+    text = _text(outputs, pad, group, kernel=kernel)
     used, tops, bottoms, params = _run(monkeypatch, "always", text, [x], [dy], priors)
     assert used
     w, b = priors["data"]
@@ -136,6 +143,8 @@ def test_gradient_through_the_winograd_path(monkeypatch):
     rng = np.random.default_rng(5)
     check_gradient(_text(4, 1, 2), [rng.standard_normal((2, 4, 5, 6))], max_checks=40)
     check_gradient(_text(3, 2, 1), [rng.standard_normal((1, 2, 4, 3))], max_checks=40)
+    check_gradient(_text(2, 2, 1, kernel=5), [rng.standard_normal((2, 2, 5, 4))], max_checks=40)
+    check_gradient(_text(4, 1, 2, kernel=5), [rng.standard_normal((1, 4, 6, 6))], max_checks=40)
 
 
 def test_backward_without_forward_recomputes_and_can_skip_the_bottom():
@@ -150,23 +159,52 @@ def test_backward_without_forward_recomputes_and_can_skip_the_bottom():
     assert fresh.backward(x, dy, w, dw, need_bottom=False) is None
     np.testing.assert_allclose(dw, expected, rtol=1e-12)
     np.testing.assert_allclose(dw, direct_backward(x, w, dy, 1, 1)[1], rtol=1e-10, atol=1e-10)
+    x5, w5 = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 5, 5))
+    dy5 = rng.standard_normal((2, 4, 7, 6))
+    dw5 = np.zeros_like(w5)
+    assert winograd.WinogradConvolution((2, 2), kernel=5).backward(x5, dy5, w5, dw5, need_bottom=False) is None
+    np.testing.assert_allclose(dw5, direct_backward(x5, w5, dy5, 2, 1)[1], rtol=1e-10, atol=1e-10)
 
 
-def test_float32_error_is_small():
+@pytest.mark.parametrize("kernel,pad", [(3, 1), (5, 2)])
+def test_float32_error_is_small(kernel, pad):
+    """float32 results within 1e-5 of the largest output; the bottom and weight diffs as close."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 16, 13, 13)).astype(np.float32)
-    w = (rng.standard_normal((8, 16, 3, 3)) / 12).astype(np.float32)
-    exact = direct_conv(x.astype(np.float64), w.astype(np.float64), None, 1, 1)
-    single = winograd.WinogradConvolution((1, 1)).forward(x, w)
-    assert single.dtype == np.float32
-    assert np.abs(single - exact).max() / np.abs(exact).max() < 1e-5
+    w = (rng.standard_normal((8, 16, kernel, kernel)) / (4 * kernel)).astype(np.float32)
+    dy = rng.standard_normal((4, 8, 13, 13)).astype(np.float32)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    exact = (direct_conv(x64, w64, None, pad, 1),) + direct_backward(x64, w64, dy.astype(np.float64), pad, 1)[:2]
+    conv_ = winograd.WinogradConvolution((pad, pad), kernel=kernel)
+    dw = np.zeros_like(w)
+    single = (conv_.forward(x, w), conv_.backward(x, dy, w, dw), dw)
+    for got, want in zip(single, exact):
+        assert got.dtype == np.float32
+        assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+
+
+@pytest.mark.parametrize("m,r", [(2, 3), (2, 5), (4, 3), (3, 5), (1, 4)])
+def test_toom_cook_matrices_compute_the_correlation(m, r):
+    """y = A^T [(G g) * (B^T d)] is the correlation of d with g, and B^T's rows are integers."""
+    at, g, bt = winograd.toom_cook(m, r)
+    n = m + r - 1
+    assert at.shape == (m, n) and g.shape == (n, r) and bt.shape == (n, n)
+    assert np.array_equal(bt, np.round(bt))
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        d, w = rng.standard_normal(n), rng.standard_normal(r)
+        np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), [d[i:i + r] @ w for i in range(m)], atol=1e-12)
 
 
 @pytest.mark.parametrize("kernel,stride,dilation,pad,expected", [
     ((3, 3), (1, 1), (1, 1), (1, 1), True),
     ((3, 3), (1, 1), (1, 1), (0, 2), True),
     ((3, 3), (2, 2), (1, 1), (1, 1), False),
-    ((5, 5), (1, 1), (1, 1), (2, 2), False),
+    ((5, 5), (1, 1), (1, 1), (2, 2), True),
+    ((5, 5), (1, 1), (1, 1), (0, 4), True),
+    ((5, 5), (1, 1), (1, 1), (5, 5), False),
+    ((5, 3), (1, 1), (1, 1), (1, 1), False),
+    ((7, 7), (1, 1), (1, 1), (3, 3), False),
     ((3, 3), (1, 1), (2, 2), (2, 2), False),
     ((3, 3), (1, 1), (1, 1), (3, 3), False),
     ((3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), False),
@@ -178,13 +216,23 @@ def test_supported_geometry(kernel, stride, dilation, pad, expected):
 def test_policy_never_and_unsupported_geometry_stay_on_im2col(monkeypatch):
     x = np.zeros((1, 2, 6, 6))
     monkeypatch.setattr(conv, "WINOGRAD", "always")
-    for params in ("kernel_size: 3 stride: 2", "kernel_size: 5 pad: 2", "kernel_size: 3 dilation: 2"):
+    for params in ("kernel_size: 3 stride: 2", "kernel_size: 7 pad: 3", "kernel_size: 3 dilation: 2"):
         layer, _, _ = build_layer(f'type: "Convolution" convolution_param {{ num_output: 2 {params} }}', [x])
         assert not layer._use_winograd(np)
     layer, _, _ = build_layer(_text(2, 1, 1), [x])
     assert layer._use_winograd(np)
     monkeypatch.setattr(conv, "WINOGRAD", "never")
     assert not layer._use_winograd(np)
+
+
+@pytest.mark.parametrize("channels,outputs,group,pays", [
+    (32, 32, 1, True), (32, 64, 1, True), (3, 32, 1, False), (20, 50, 1, False), (96, 256, 2, False)])
+def test_5x5_takes_winograd_on_the_cpu_where_it_pays(channels, outputs, group, pays):
+    """3x3 always; 5x5 with one group, 32 or more input channels and at most 64 outputs."""
+    x = np.zeros((1, channels, 8, 8))
+    text = f'type: "Convolution" convolution_param {{ num_output: {outputs} kernel_size: 5 pad: 2 group: {group} }}'
+    assert build_layer(text, [x])[0]._use_winograd(np) is pays
+    assert build_layer(text.replace("kernel_size: 5 pad: 2", "kernel_size: 3 pad: 1"), [x])[0]._use_winograd(np)
 
 
 @pytest.mark.gpu

@@ -19,12 +19,12 @@ NET = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 dim: 12 dim: 12 } } }
 layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 4 } } }
 layer { name: "conv3" type: "Convolution" bottom: "data" top: "conv3"
-        convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+        convolution_param { num_output: 32 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
 layer { name: "bn" type: "BatchNorm" bottom: "conv3" top: "conv3" }
 layer { name: "scale" type: "Scale" bottom: "conv3" top: "conv3" scale_param { bias_term: true } }
 layer { name: "relu" type: "ReLU" bottom: "conv3" top: "conv3" }
 layer { name: "dw" type: "Convolution" bottom: "conv3" top: "dw"
-        convolution_param { num_output: 8 group: 8 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+        convolution_param { num_output: 32 group: 32 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
 layer { name: "conv5" type: "Convolution" bottom: "dw" top: "conv5"
         convolution_param { num_output: 6 kernel_size: 5 pad: 2 weight_filler { type: "xavier" } } }
 layer { name: "pool_max" type: "Pooling" bottom: "conv5" top: "pool_max"
