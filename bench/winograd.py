@@ -4,4 +4,4 @@ Kept so that bench scripts importing `winograd` (conv_layout_timing.py) run unch
 """
 
 from engine.winograd import (WinogradConvolution, filter_transform, filter_transform_adjoint,  # noqa: F401
-                             input_transform, output_transform, output_transform_adjoint, supported)
+                             output_transform, output_transform_adjoint, supported)

@@ -119,16 +119,6 @@ def _tiles(size, pad):
     return -(-(size + 2 * pad - 2) // 2)
 
 
-def input_transform(xh, pad):
-    """V (16, num * tiles, channels) = B^T d B over the 4x4 tiles (stride 2) of channels-last xh."""
-    xp = get_array_module(xh)
-    num, height, width, channels = xh.shape
-    th, tw = _tiles(height, pad[0]), _tiles(width, pad[1])
-    padded = xp.zeros((num, 2 * th + 2, 2 * tw + 2, channels), dtype=xh.dtype)
-    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = xh
-    return _input_transform_padded(padded, th, tw)
-
-
 def _input_transform_padded(padded, th, tw):
     xp = get_array_module(padded)
     num, channels = padded.shape[0], padded.shape[3]
@@ -235,11 +225,6 @@ def _products(v, u, group, transposed=False, permutation=None):
     return m
 
 
-def _to_channels_last(x):
-    xp = get_array_module(x)
-    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-
 def _padded_channels_last(x, pad, size):
     """x (num, C, H, W) zero-padded into channels-last (num, size[0], size[1], C), x at (pad[0], pad[1])."""
     xp = get_array_module(x)
@@ -252,18 +237,6 @@ def _padded_channels_last(x, pad, size):
     height, width = min(height, size[0] - pad[0]), min(width, size[1] - pad[1])
     padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x[:, :, :height, :width].transpose(0, 2, 3, 1)
     return padded
-
-
-def _from_channels_last(yh, out, bias=None):
-    """out (num, C, H, W) = yh (num, >= H, >= W, C) moved channels-first (+ bias); True when done here."""
-    if not (cpu.usable(yh, out) and out.flags.c_contiguous and yh.base is not None):
-        return False
-    full = yh.base if yh.base.ndim == 4 else None
-    if full is None or not full.flags.c_contiguous or full.shape[0] != out.shape[0] or full.shape[3] != out.shape[1]:
-        return False
-    cpu.kernels("winograd").from_channels_last(full, full[0, 0, 0] if bias is None else bias.reshape(-1),
-                                               bias is not None, out)
-    return True
 
 
 # Finite interpolation points of the Toom-Cook constructions, in the order taken (infinity is the last
@@ -331,20 +304,23 @@ class Tiling:
     """Winograd F(m x m, r x r): m x m outputs from each n x n input tile (n = m + r - 1), tiles every m.
 
     The transforms through the matrices of toom_cook(m, r), on whole-batch
-    NumPy or CuPy arrays; on the CPU, the tiling's kernels in
-    engine/cpu/winograd.py when it has them (the same additions, in the
-    same order, so the same numbers).
+    channels-last NumPy or CuPy arrays. A tiling with CPU kernels
+    (`kernels`: their names' suffix in engine/cpu/winograd.py) runs them
+    instead on NumPy arrays, with the same additions in the same order (the
+    same numbers), on inputs and outputs whose columns are split by parity
+    (to_column_phases): there a step of a transform is one loop over a whole
+    row of tiles.
     """
 
     def __init__(self, m, r, kernels=None):
         self.m, self.r, self.n = m, r, m + r - 1
         self.at, self.g, self.bt = toom_cook(m, r)
-        self.kernels = kernels  # suffix of this tiling's transform kernels in engine/cpu/winograd.py, if any
+        self.kernels = kernels
 
-    def _kernel(self, name, *arrays):
-        """engine/cpu/winograd.py's `name`_`kernels` when this tiling has kernels and they serve `arrays`."""
+    def _kernels(self, *arrays):
+        """engine/cpu/winograd.py when this tiling has kernels and they serve `arrays`, else None."""
         if self.kernels and cpu.usable(*arrays) and all(a.flags.c_contiguous for a in arrays):
-            return getattr(cpu.kernels("winograd"), f"{name}_{self.kernels}")
+            return cpu.kernels("winograd")
         return None
 
     def tiles(self, size, pad):
@@ -355,6 +331,7 @@ class Tiling:
         """Inputs the tiles read along an axis."""
         return self.m * tiles + self.r - 1
 
+    # -- filters ----------------------------------------------------------------------------
     def filter_transform(self, weight):
         """U (n^2, out, in) = G w G^T for weights (out, in, r, r), computed in float64."""
         xp = get_array_module(weight)
@@ -384,16 +361,22 @@ class Tiling:
         rotated = rotated.swapaxes(1, 2).reshape(group * per_group, out_channels // group, r, r)
         return self.filter_transform(rotated), False, None
 
-    def input_transform_padded(self, padded, th, tw):
-        """V (n^2, num * tiles, C) = B^T d B over the n x n tiles (every m) of the padded channels-last input."""
-        xp = get_array_module(padded)
+    # -- data -------------------------------------------------------------------------------
+    def transform_input(self, x, pad):
+        """(V (n^2, num * tiles, C), (th, tw)): B^T d B over the n x n tiles of x (num, C, H, W) padded by `pad`."""
+        xp = get_array_module(x)
         n, m = self.n, self.m
-        num, channels = padded.shape[0], padded.shape[3]
-        v = xp.empty((n, n, num, th, tw, channels), dtype=padded.dtype)
-        kernel = self._kernel("input_transform", padded)
-        if kernel is not None:
-            kernel(padded, v)
+        num, channels, height, width = x.shape
+        th, tw = self.tiles(height, pad[0]), self.tiles(width, pad[1])
+        size = (self.padded_size(th), self.padded_size(tw))
+        v = xp.empty((n, n, num, th, tw, channels), dtype=x.dtype)
+        kernels = self._kernels(x)
+        if kernels is not None:
+            phases = xp.empty((num, size[0], 2, size[1] // 2, channels), dtype=x.dtype)
+            kernels.to_column_phases(x, pad[0], pad[1], phases)
+            getattr(kernels, f"input_transform_{self.kernels}")(phases, v)
             return v.reshape(n * n, num * th * tw, channels), (th, tw)
+        padded = _padded_channels_last(x, pad, size)
         d = [[padded[:, a:a + m * (th - 1) + 1:m, b:b + m * (tw - 1) + 1:m] for b in range(n)] for a in range(n)]
         r = xp.empty_like(v)
         for b in range(n):  # B^T down each column of the tile
@@ -404,56 +387,72 @@ class Tiling:
                 _combine(xp, self.bt[j], [r[i, b] for b in range(n)], v[i, j])
         return v.reshape(n * n, num * th * tw, channels), (th, tw)
 
-    def input_transform(self, xh, pad):
-        """V and the tiles, from the channels-last (unpadded) input xh."""
-        num, height, width, channels = xh.shape
-        th, tw = self.tiles(height, pad[0]), self.tiles(width, pad[1])
-        xp = get_array_module(xh)
-        padded = xp.zeros((num, self.padded_size(th), self.padded_size(tw), channels), dtype=xh.dtype)
-        height, width = min(height, padded.shape[1] - pad[0]), min(width, padded.shape[2] - pad[1])
-        padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = xh[:, :height, :width]
-        return self.input_transform_padded(padded, th, tw)
-
-    def output_transform(self, mm, num, tiles, out_shape):
-        """Y (num, oh, ow, out) = A^T M A from M (n^2, num * tiles, out); a view into a fresh array."""
+    def transform_output(self, mm, num, tiles):
+        """A^T M A from M (n^2, num * tiles, out): the outputs of every tile, for write_output."""
         xp = get_array_module(mm)
         n, m = self.n, self.m
         th, tw = tiles
         mm = mm.reshape(n, n, num, th, tw, mm.shape[-1])
+        kernels = self._kernels(mm)
+        if kernels is not None:
+            y = xp.empty((num, m * th, m, tw, mm.shape[-1]), dtype=mm.dtype)
+            getattr(kernels, f"output_transform_{self.kernels}")(mm, y)
+            return y
         y = xp.empty((num, m * th, m * tw, mm.shape[-1]), dtype=mm.dtype)
-        kernel = self._kernel("output_transform", mm)
-        if kernel is not None:
-            kernel(mm, y)
-        else:
-            s = xp.empty((m, n) + mm.shape[2:], dtype=mm.dtype)
-            for i in range(n):  # A^T along each row
-                for q in range(m):
-                    _combine(xp, self.at[q], [mm[i, j] for j in range(n)], s[q, i])
-            for q in range(m):  # ... and down the columns
-                for p in range(m):
-                    _combine(xp, self.at[p], [s[q, i] for i in range(n)], y[:, p::m, q::m])
-        return y[:, :out_shape[0], :out_shape[1]]
+        s = xp.empty((m, n) + mm.shape[2:], dtype=mm.dtype)
+        for i in range(n):  # A^T along each row
+            for q in range(m):
+                _combine(xp, self.at[q], [mm[i, j] for j in range(n)], s[q, i])
+        for q in range(m):  # ... and down the columns
+            for p in range(m):
+                _combine(xp, self.at[p], [s[q, i] for i in range(n)], y[:, p::m, q::m])
+        return y
 
-    def output_transform_adjoint(self, dyh, tiles):
-        """dM (n^2, num * tiles, out) = A dY A^T from the channels-last top diff dyh (num, m th, m tw, out)."""
-        xp = get_array_module(dyh)
+    def write_output(self, y, out, bias=None):
+        """out (num, out, H, W) = transform_output's outputs cut to H x W, channels first (+ bias)."""
+        if y.ndim == 5:  # the kernels' column phases
+            cpu.kernels("winograd").from_column_phases(y, y[0, 0, 0, 0] if bias is None else bias.reshape(-1),
+                                                        bias is not None, out)
+        else:
+            _write_channels_last(y, out, bias)
+
+    def transform_top_diff(self, dy, tiles):
+        """dM (n^2, num * tiles, out) = A dY A^T from the top diff dy (num, out, oh, ow)."""
+        xp = get_array_module(dy)
         n, m = self.n, self.m
         th, tw = tiles
-        num, out_channels = dyh.shape[0], dyh.shape[3]
-        dm = xp.empty((n, n, num, th, tw, out_channels), dtype=dyh.dtype)
-        kernel = self._kernel("output_transform_adjoint", dyh)
-        if kernel is not None:
-            kernel(dyh, dm)
-        else:
-            a = self.at.T
-            t = xp.empty((n, m, num, th, tw, out_channels), dtype=dyh.dtype)
-            for p in range(m):  # A along the tile's rows
-                for j in range(n):
-                    _combine(xp, a[j], [dyh[:, p::m, q::m] for q in range(m)], t[j, p])
-            for i in range(n):  # ... and along its columns
-                for j in range(n):
-                    _combine(xp, a[i], [t[j, p] for p in range(m)], dm[i, j])
+        num, out_channels = dy.shape[:2]
+        dm = xp.empty((n, n, num, th, tw, out_channels), dtype=dy.dtype)
+        kernels = self._kernels(dy)
+        if kernels is not None:
+            phases = xp.empty((num, m * th, 2, tw, out_channels), dtype=dy.dtype)
+            kernels.to_column_phases(dy, 0, 0, phases)
+            getattr(kernels, f"output_transform_adjoint_{self.kernels}")(phases, dm)
+            return dm.reshape(n * n, num * th * tw, out_channels)
+        dyh = _padded_channels_last(dy, (0, 0), (m * th, m * tw))
+        a = self.at.T
+        t = xp.empty((n, m, num, th, tw, out_channels), dtype=dy.dtype)
+        for p in range(m):  # A along the tile's rows
+            for j in range(n):
+                _combine(xp, a[j], [dyh[:, p::m, q::m] for q in range(m)], t[j, p])
+        for i in range(n):  # ... and along its columns
+            for j in range(n):
+                _combine(xp, a[i], [t[j, p] for p in range(m)], dm[i, j])
         return dm.reshape(n * n, num * th * tw, out_channels)
+
+
+def _write_channels_last(yh, out, bias=None):
+    """out (num, C, H, W) = yh (num, >= H, >= W, C) cut to H x W and moved channels-first (+ bias)."""
+    xp = get_array_module(yh)
+    if cpu.usable(yh, out) and out.flags.c_contiguous and yh.flags.c_contiguous:
+        cpu.kernels("winograd").from_channels_last(yh, yh[0, 0, 0] if bias is None else bias.reshape(-1),
+                                                   bias is not None, out)
+        return
+    y = yh[:, :out.shape[2], :out.shape[3]].transpose(0, 3, 1, 2)
+    if bias is None:
+        out[...] = y
+    else:
+        xp.add(y, bias.reshape(1, -1, 1, 1), out=out)
 
 
 # Rotating a 3-tap filter by 180 degrees swaps rows 0 and 3 of G g (row 1 and 2 are symmetric), so the
@@ -481,14 +480,15 @@ class _F2x2And3x3(Tiling):
         return u[xp.asarray(_ROTATED)].reshape(16, group, og, cg).swapaxes(2, 3).reshape(16, group * cg, og), \
             False, None
 
-    def input_transform_padded(self, padded, th, tw):
-        return _input_transform_padded(padded, th, tw)
+    def transform_input(self, x, pad):
+        th, tw = _tiles(x.shape[2], pad[0]), _tiles(x.shape[3], pad[1])
+        return _input_transform_padded(_padded_channels_last(x, pad, (2 * th + 2, 2 * tw + 2)), th, tw)
 
-    def output_transform(self, mm, num, tiles, out_shape):
-        return output_transform(mm, num, tiles, out_shape)
+    def transform_output(self, mm, num, tiles):
+        return output_transform(mm, num, tiles, (2 * tiles[0], 2 * tiles[1]))
 
-    def output_transform_adjoint(self, dyh, tiles):
-        return output_transform_adjoint(dyh, tiles)
+    def transform_top_diff(self, dy, tiles):
+        return output_transform_adjoint(_padded_channels_last(dy, (0, 0), (2 * tiles[0], 2 * tiles[1])), tiles)
 
 
 # The tiling each kernel size takes. F(2x2, 5x5) spends 36 products per 4 outputs where im2col spends 100,
@@ -511,17 +511,12 @@ class WinogradConvolution:
     def release(self):
         self.v = self.tiles = self.u = None
 
-    def _conv(self, x, u, pad, transposed=False, permutation=None):
-        """x (num, C, H, W) -> channels-last (num, oh, ow, out), and the transformed input."""
-        tiling = self.tiling
-        height, width = x.shape[2:]
-        th, tw = tiling.tiles(height, pad[0]), tiling.tiles(width, pad[1])
-        padded = _padded_channels_last(x, pad, (tiling.padded_size(th), tiling.padded_size(tw)))
-        v, tiles = tiling.input_transform_padded(padded, th, tw)
-        del padded
+    def _conv(self, x, u, pad, out, bias=None, transposed=False, permutation=None):
+        """out (num, out, oh, ow) = x (num, C, H, W) correlated (+ bias); returns the transformed input."""
+        v, tiles = self.tiling.transform_input(x, pad)
         m = _products(v, u, self.group, transposed, permutation)
-        out_shape = (height + 2 * pad[0] - tiling.r + 1, width + 2 * pad[1] - tiling.r + 1)
-        return tiling.output_transform(m, x.shape[0], tiles, out_shape), v, tiles
+        self.tiling.write_output(self.tiling.transform_output(m, x.shape[0], tiles), out, bias)
+        return v, tiles
 
     def forward(self, x, weight, bias=None, out=None):
         """top (num, out, oh, ow) for bottom x (num, in, H, W) and weights (out, in / group, k, k).
@@ -529,17 +524,12 @@ class WinogradConvolution:
         Writes into `out` when given (and returns it).
         """
         xp = get_array_module(x)
-        self.u = self.tiling.filter_transform(weight)
-        yh, self.v, self.tiles = self._conv(x, self.u, self.pad)
-        y = yh.transpose(0, 3, 1, 2)
+        r = self.tiling.r
         if out is None:
-            out = xp.empty(y.shape, dtype=y.dtype)
-        if _from_channels_last(yh, out, bias):
-            return out
-        if bias is None:
-            out[...] = y
-        else:
-            xp.add(y, bias.reshape(1, -1, 1, 1), out=out)
+            out = xp.empty((x.shape[0], weight.shape[0], x.shape[2] + 2 * self.pad[0] - r + 1,
+                            x.shape[3] + 2 * self.pad[1] - r + 1), dtype=x.dtype)
+        self.u = self.tiling.filter_transform(weight)
+        self.v, self.tiles = self._conv(x, self.u, self.pad, out, bias)
         return out
 
     def backward(self, x, dy, weight, weight_diff=None, bias_diff=None, need_bottom=True, out=None):
@@ -554,10 +544,8 @@ class WinogradConvolution:
         if weight_diff is not None:
             v, tiles = self.v, self.tiles
             if v is None:
-                v, tiles = tiling.input_transform(_to_channels_last(x), self.pad)
-            dyh = _padded_channels_last(dy, (0, 0), (tiling.m * tiles[0], tiling.m * tiles[1]))
-            dm = tiling.output_transform_adjoint(dyh, tiles)
-            del dyh
+                v, tiles = tiling.transform_input(x, self.pad)
+            dm = tiling.transform_top_diff(dy, tiles)
             if self.group == 1:
                 du = products.for_module(xp)(dm.swapaxes(1, 2), v)
             else:
@@ -571,12 +559,9 @@ class WinogradConvolution:
         if not need_bottom:
             return None
         # Bottom diff: full correlation with the rotated filters, channels swapped within each group.
+        if out is None:
+            out = xp.empty(x.shape, dtype=dy.dtype)
         pad = (tiling.r - 1 - self.pad[0], tiling.r - 1 - self.pad[1])
         filters, transposed, permutation = tiling.rotated_filters(u, weight, self.group)
-        dxh, _, _ = self._conv(dy, filters, pad, transposed, permutation)
-        dx = dxh.transpose(0, 3, 1, 2)
-        if out is None:
-            return xp.ascontiguousarray(dx)
-        if not _from_channels_last(dxh, out):
-            out[...] = dx
+        self._conv(dy, filters, pad, out, transposed=transposed, permutation=permutation)
         return out

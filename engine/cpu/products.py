@@ -9,7 +9,9 @@ thread, and each large product is cut into one part per thread, along the
 stack of matrices, the columns or the rows, each part a separate BLAS call
 on a thread of this module's pool (NumPy releases the GIL inside them).
 Every output element is still one BLAS dot product over the whole inner
-dimension, so the numbers are those of one unsplit product.
+dimension, so the numbers are those of one unsplit product; only products
+with few outputs over a long inner dimension are summed over fixed chunks
+of it (K_CHUNK), the same chunks at any thread count.
 
 Threads: as engine.cpu's kernels (OMP_NUM_THREADS when set, else every
 core). The split is on when engine.cpu's kernels are (ENGINE_CPU_KERNELS=0
@@ -32,6 +34,12 @@ MIN_SPLIT = 1 << 21
 # long inner dimension of the other operand for a few outputs (a convolution's weight diff over a large
 # batch: LeNet's conv1, 25 x 20 outputs over 36,864 terms, took 1.5 times as long split).
 MIN_SPLIT_OUTPUT = 1 << 12
+
+# ... except where those few outputs each sum a long inner dimension (a weight diff over a large batch:
+# cifar10_quick's conv1, 75 x 32 outputs over 102,400 terms, ran on one core): then the inner dimension
+# is cut into fixed chunks of K_CHUNK terms, whose products run on the pool and are added in chunk order.
+# The chunks depend on the shape only, so the numbers do not depend on the thread count.
+K_CHUNK = 1 << 13
 
 _STATE = {"threads": None, "pool": None, "pid": None}
 _LOCK = threading.Lock()
@@ -109,7 +117,10 @@ def matmul(a, b, out=None):
     (m, k), n = a.shape[-2:], b.shape[-1]
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     count = threads()
-    if count < 2 or m * n * k * int(np.prod(stack, dtype=np.int64)) < MIN_SPLIT or len(stack) > 1 or (
+    work = m * n * k * int(np.prod(stack, dtype=np.int64))
+    if work >= MIN_SPLIT and len(stack) <= 1 and m * n < MIN_SPLIT_OUTPUT and k >= 2 * K_CHUNK:
+        return _matmul_in_chunks(a, b, stack + (m, n), out)
+    if count < 2 or work < MIN_SPLIT or len(stack) > 1 or (
             not (stack and stack[0] >= count) and m * n < MIN_SPLIT_OUTPUT):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     if out is None:
@@ -122,6 +133,31 @@ def matmul(a, b, out=None):
     else:  # row blocks
         tasks = [functools.partial(np.matmul, a[..., part, :], b, out=out[..., part, :]) for part in _parts(m, count)]
     _run(tasks)
+    return out
+
+
+def _matmul_in_chunks(a, b, shape, out):
+    """a @ b as the sum, in order, of the products over consecutive K_CHUNK-term chunks of the inner
+    dimension (the last chunk takes the remainder), each chunk's product a task on the pool."""
+    k = a.shape[-1]
+    starts = list(range(0, k - K_CHUNK // 2, K_CHUNK))  # a remainder under half a chunk joins the last one
+    bounds = [slice(start, end) for start, end in zip(starts, starts[1:] + [k])]
+    partial = np.empty((len(bounds),) + shape, dtype=a.dtype)
+
+    def chunks(part):
+        for index in range(part.start, part.stop):
+            np.matmul(a[..., bounds[index]], b[..., bounds[index], :], out=partial[index])
+
+    count = threads()
+    if count < 2:
+        chunks(slice(0, len(bounds)))
+    else:
+        _run([functools.partial(chunks, part) for part in _parts(len(bounds), count)])
+    if out is None:
+        out = np.empty(shape, dtype=a.dtype)
+    out[...] = partial[0]
+    for index in range(1, len(bounds)):
+        out += partial[index]
     return out
 
 

@@ -76,9 +76,11 @@ def warm(dtype):
     winograd.output_transform_adjoint(a(1, 4, 4, 2), a(4, 4, 1, 2, 2, 2))
     winograd.filter_transform(a(9, 6), a(16, 6))
     winograd.filter_transform_adjoint(a(16, 6), a(9, 6))
-    winograd.input_transform_f2x5(a(1, 8, 8, 2), a(6, 6, 1, 2, 2, 2))
-    winograd.output_transform_f2x5(a(6, 6, 1, 2, 2, 2), a(1, 4, 4, 2))
-    winograd.output_transform_adjoint_f2x5(a(1, 4, 4, 2), a(6, 6, 1, 2, 2, 2))
+    winograd.to_column_phases(a(1, 2, 4, 4), 2, 2, a(1, 8, 2, 4, 2))
+    winograd.input_transform_f2x5(a(1, 8, 2, 4, 2), a(6, 6, 1, 2, 2, 2))
+    winograd.output_transform_f2x5(a(6, 6, 1, 2, 2, 2), a(1, 4, 2, 2, 2))
+    winograd.from_column_phases(a(1, 4, 2, 2, 2), a(2), True, a(1, 2, 4, 4))
+    winograd.output_transform_adjoint_f2x5(a(1, 4, 2, 2, 2), a(6, 6, 1, 2, 2, 2))
 
     kernels("softmax").forward(a(2, 3, 1), a(2, 3, 1))
 

@@ -276,55 +276,109 @@ def _a6(y0, y1, o0, o1, o2, o3, o4, o5):
 
 
 @njit(**OPTIONS)
-def input_transform_f2x5(padded, v):
-    """v (6, 6, N, th, tw, C) = B^T d B over the 6x6 tiles (stride 2) of padded (N, 2 th + 4, 2 tw + 4, C)."""
+def to_column_phases(x, pad_h, pad_w, out):
+    """out (N, Hp, 2, Wp / 2, C) = x (N, C, H, W) at (pad_h, pad_w) in a zero border, channels-last, its columns
+    split by parity: padded column 2 k + p at out[:, :, p, k]."""
+    num, channels, height, width = x.shape
+    padded_h, half = out.shape[1], out.shape[3]
+    zero = out.dtype.type(0)
+    for task in prange(num * padded_h):
+        n = task // padded_h
+        row = task % padded_h
+        h = row - pad_h
+        for p in range(2):
+            target = out[n, row, p]
+            for k in range(half):
+                line = target[k]
+                w = 2 * k + p - pad_w
+                if h < 0 or h >= height or w < 0 or w >= width:
+                    for c in range(channels):
+                        line[c] = zero
+                else:
+                    for c in range(channels):
+                        line[c] = x[n, c, h, w]
+
+
+@njit(**OPTIONS)
+def from_column_phases(y, bias, with_bias, out):
+    """out (N, C, H, W) = y (N, >= H, 2, >= W / 2, C), columns split by parity, moved channels-first
+    (plus bias[c] when `with_bias`)."""
+    num, channels, height, width = out.shape
+    for task in prange(num * channels):
+        n = task // channels
+        c = task % channels
+        b = bias[c] if with_bias else out.dtype.type(0)
+        for h in range(height):
+            target = out[n, c, h]
+            even, odd = y[n, h, 0], y[n, h, 1]
+            for w in range(width // 2):
+                target[2 * w] = even[w, c] + b if with_bias else even[w, c]
+                target[2 * w + 1] = odd[w, c] + b if with_bias else odd[w, c]
+            if width % 2:
+                target[width - 1] = even[width // 2, c] + b if with_bias else even[width // 2, c]
+
+
+@njit(**OPTIONS)
+def input_transform_f2x5(phases, v):
+    """v (6, 6, N, th, tw, C) = B^T d B over the 6x6 tiles (stride 2) of the padded input in column phases
+    (N, 2 th + 4, 2, tw + 2, C) (to_column_phases).
+
+    In phases, column b of every tile along a tile row is one contiguous run of tw * C values: each
+    transform step is one loop over a whole tile row instead of one per tile.
+    """
     num, th, tw, channels = v.shape[2], v.shape[3], v.shape[4], v.shape[5]
+    length = tw * channels
+    row_size = phases.shape[3] * channels
+    flat = phases.reshape(phases.size)
+    out = v.reshape(6, 6, num * th, length)
     for task in prange(num * th):
         n = task // th
         ty = task % th
-        r = np.empty((6, 6, channels), dtype=v.dtype)
-        rows = padded[n, 2 * ty:2 * ty + 6]
-        for tx in range(tw):
-            w = 2 * tx
-            for b in range(6):  # B^T down each column
-                _bt6(rows[0, w + b], rows[1, w + b], rows[2, w + b], rows[3, w + b], rows[4, w + b],
-                     rows[5, w + b], r[0, b], r[1, b], r[2, b], r[3, b], r[4, b], r[5, b])
-            for i in range(6):  # ... then along each row
-                q = r[i]
-                _bt6(q[0], q[1], q[2], q[3], q[4], q[5], v[i, 0, n, ty, tx], v[i, 1, n, ty, tx],
-                     v[i, 2, n, ty, tx], v[i, 3, n, ty, tx], v[i, 4, n, ty, tx], v[i, 5, n, ty, tx])
+        r = np.empty((6, 6, length), dtype=v.dtype)  # r[i, b]: B^T down column b, output i
+        for b in range(6):
+            start = ((n * phases.shape[1] + 2 * ty) * 2 + b % 2) * row_size + (b // 2) * channels
+            step = 2 * row_size  # from one input row to the next (a list of the six views would not vectorize)
+            _bt6(flat[start:start + length], flat[start + step:start + step + length],
+                 flat[start + 2 * step:start + 2 * step + length], flat[start + 3 * step:start + 3 * step + length],
+                 flat[start + 4 * step:start + 4 * step + length], flat[start + 5 * step:start + 5 * step + length],
+                 r[0, b], r[1, b], r[2, b], r[3, b], r[4, b], r[5, b])
+        for i in range(6):  # ... then along each row
+            q = r[i]
+            _bt6(q[0], q[1], q[2], q[3], q[4], q[5], out[i, 0, task], out[i, 1, task], out[i, 2, task],
+                 out[i, 3, task], out[i, 4, task], out[i, 5, task])
 
 
 @njit(**OPTIONS)
 def output_transform_f2x5(m, y):
-    """y (N, 2 th, 2 tw, O) = A^T M A from m (6, 6, N, th, tw, O)."""
+    """y (N, 2 th, 2, tw, O) = A^T M A from m (6, 6, N, th, tw, O), its columns split by parity
+    (from_column_phases takes it on); one loop per step over a whole tile row."""
     num, th, tw, channels = m.shape[2], m.shape[3], m.shape[4], m.shape[5]
+    length = tw * channels
+    tiles = m.reshape(6, 6, num * th, length)
+    rows = y.reshape(num * 2 * th, 2, length)
     for task in prange(num * th):
-        n = task // th
-        ty = task % th
-        s = np.empty((2, 6, channels), dtype=y.dtype)  # s[q, i]: A^T along row i, output q
-        for tx in range(tw):
-            for i in range(6):
-                _at6(m[i, 0, n, ty, tx], m[i, 1, n, ty, tx], m[i, 2, n, ty, tx], m[i, 3, n, ty, tx],
-                     m[i, 4, n, ty, tx], m[i, 5, n, ty, tx], s[0, i], s[1, i])
-            for q in range(2):  # ... and down the columns
-                a = s[q]
-                _at6(a[0], a[1], a[2], a[3], a[4], a[5], y[n, 2 * ty, 2 * tx + q], y[n, 2 * ty + 1, 2 * tx + q])
+        s = np.empty((2, 6, length), dtype=y.dtype)  # s[q, i]: A^T along row i, output q
+        for i in range(6):
+            _at6(tiles[i, 0, task], tiles[i, 1, task], tiles[i, 2, task], tiles[i, 3, task], tiles[i, 4, task],
+                 tiles[i, 5, task], s[0, i], s[1, i])
+        for q in range(2):  # ... and down the columns
+            a = s[q]
+            _at6(a[0], a[1], a[2], a[3], a[4], a[5], rows[2 * task, q], rows[2 * task + 1, q])
 
 
 @njit(**OPTIONS)
 def output_transform_adjoint_f2x5(dy, dm):
-    """dm (6, 6, N, th, tw, O) = A dY A^T from the channels-last top diff dy (N, 2 th, 2 tw, O)."""
+    """dm (6, 6, N, th, tw, O) = A dY A^T from the top diff in column phases dy (N, 2 th, 2, tw, O)."""
     num, th, tw, channels = dm.shape[2], dm.shape[3], dm.shape[4], dm.shape[5]
+    length = tw * channels
+    rows = dy.reshape(num * 2 * th, 2, length)
+    tiles = dm.reshape(6, 6, num * th, length)
     for task in prange(num * th):
-        n = task // th
-        ty = task % th
-        t = np.empty((6, 2, channels), dtype=dm.dtype)  # t[j, p]: A along row p, output j
-        for tx in range(tw):
-            for p in range(2):
-                _a6(dy[n, 2 * ty + p, 2 * tx], dy[n, 2 * ty + p, 2 * tx + 1],
-                    t[0, p], t[1, p], t[2, p], t[3, p], t[4, p], t[5, p])
-            for j in range(6):  # ... and along the columns
-                a = t[j]
-                _a6(a[0], a[1], dm[0, j, n, ty, tx], dm[1, j, n, ty, tx], dm[2, j, n, ty, tx],
-                    dm[3, j, n, ty, tx], dm[4, j, n, ty, tx], dm[5, j, n, ty, tx])
+        t = np.empty((6, 2, length), dtype=dm.dtype)  # t[j, p]: A along row p, output j
+        for p in range(2):
+            line = rows[2 * task + p]
+            _a6(line[0], line[1], t[0, p], t[1, p], t[2, p], t[3, p], t[4, p], t[5, p])
+        for j in range(6):  # ... and along the columns
+            a = t[j]
+            _a6(a[0], a[1], tiles[0, j, task], tiles[1, j, task], tiles[2, j, task], tiles[3, j, task],
+                tiles[4, j, task], tiles[5, j, task])

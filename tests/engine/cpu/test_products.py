@@ -89,6 +89,25 @@ def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, 
     assert products.for_module(np) is products.matmul
 
 
+@pytest.mark.parametrize("shape_a,shape_b", [((3, 1050), (1050, 5)), ((1, 4, 1050), (1, 1050, 6))])
+def test_few_outputs_over_a_long_inner_dimension_sum_fixed_chunks(two_threads, monkeypatch, shape_a, shape_b):
+    """Chunks of K_CHUNK terms (a remainder under half a chunk joins the last), added in order, on the pool;
+    the same numbers on one thread."""
+    monkeypatch.setattr(products, "MIN_SPLIT_OUTPUT", 1 << 12)
+    monkeypatch.setattr(products, "K_CHUNK", 128)
+    a, b = _array(*shape_a), _array(*shape_b)
+    bounds = [(start, start + 128) for start in range(0, 896, 128)] + [(896, 1050)]
+    want = np.matmul(a[..., 0:128], b[..., 0:128, :])
+    for start, end in bounds[1:]:
+        want += np.matmul(a[..., start:end], b[..., start:end, :])
+    got = products.matmul(a, b)
+    assert len(two_threads) == 1, "the chunks were not split over the pool"
+    np.testing.assert_array_equal(got, want)
+    monkeypatch.setitem(products._STATE, "threads", 1)
+    np.testing.assert_array_equal(products.matmul(a, b), want)
+    assert len(two_threads) == 1
+
+
 def test_in_parts_covers_the_range_once(two_threads):
     seen = []
     products.in_parts(7, lambda part: seen.extend(range(part.start, part.stop)))
