@@ -231,7 +231,7 @@ def _padded_channels_last(x, pad, size):
     num, channels, height, width = x.shape
     if cpu.usable(x) and x.flags.c_contiguous:
         padded = xp.empty((num,) + tuple(size) + (channels,), dtype=x.dtype)
-        cpu.kernels("winograd").to_padded_channels_last(x, pad[0], pad[1], padded)
+        cpu.kernels("winograd").to_column_phases(x, pad[0], pad[1], padded.reshape(num, size[0], 1, size[1], channels))
         return padded
     padded = xp.zeros((num,) + tuple(size) + (channels,), dtype=x.dtype)
     height, width = min(height, size[0] - pad[0]), min(width, size[1] - pad[1])
@@ -445,7 +445,8 @@ def _write_channels_last(yh, out, bias=None):
     """out (num, C, H, W) = yh (num, >= H, >= W, C) cut to H x W and moved channels-first (+ bias)."""
     xp = get_array_module(yh)
     if cpu.usable(yh, out) and out.flags.c_contiguous and yh.flags.c_contiguous:
-        cpu.kernels("winograd").from_channels_last(yh, yh[0, 0, 0] if bias is None else bias.reshape(-1),
+        phases = yh.reshape(yh.shape[:2] + (1,) + yh.shape[2:])  # channels-last: one column phase
+        cpu.kernels("winograd").from_column_phases(phases, yh[0, 0, 0] if bias is None else bias.reshape(-1),
                                                    bias is not None, out)
         return
     y = yh[:, :out.shape[2], :out.shape[3]].transpose(0, 3, 1, 2)

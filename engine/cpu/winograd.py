@@ -17,52 +17,6 @@ from . import OPTIONS
 
 
 @njit(**OPTIONS)
-def to_padded_channels_last(x, pad_h, pad_w, out):
-    """out (N, Hp, Wp, C) = x (N, C, H, W) moved channels-last, at (pad_h, pad_w), zeros around."""
-    num, channels, height, width = x.shape
-    padded_h, padded_w = out.shape[1], out.shape[2]
-    zero = out.dtype.type(0)
-    for task in prange(num * padded_h):
-        n = task // padded_h
-        row = task % padded_h
-        h = row - pad_h
-        target = out[n, row]
-        if h < 0 or h >= height:
-            for w in range(padded_w):
-                line = target[w]
-                for c in range(channels):
-                    line[c] = zero
-            continue
-        for w in range(padded_w):
-            line = target[w]
-            if w < pad_w or w >= pad_w + width:
-                for c in range(channels):
-                    line[c] = zero
-            else:
-                for c in range(channels):
-                    line[c] = x[n, c, h, w - pad_w]
-
-
-@njit(**OPTIONS)
-def from_channels_last(y, bias, with_bias, out):
-    """out (N, C, H, W) = y[:, :H, :W] (N, Hy, Wy, C) moved channels-first, plus bias[c] when `with_bias`."""
-    num, channels, height, width = out.shape
-    for task in prange(num * channels):
-        n = task // channels
-        c = task % channels
-        b = bias[c] if with_bias else out.dtype.type(0)
-        for h in range(height):
-            target = out[n, c, h]
-            source = y[n, h]
-            if with_bias:
-                for w in range(width):
-                    target[w] = source[w, c] + b
-            else:
-                for w in range(width):
-                    target[w] = source[w, c]
-
-
-@njit(**OPTIONS)
 def input_transform(padded, v):
     """v (4, 4, N, th, tw, C) = B^T d B over the 4x4 tiles (stride 2) of padded (N, 2 th + 2, 2 tw + 2, C).
 
@@ -277,20 +231,20 @@ def _a6(y0, y1, o0, o1, o2, o3, o4, o5):
 
 @njit(**OPTIONS)
 def to_column_phases(x, pad_h, pad_w, out):
-    """out (N, Hp, 2, Wp / 2, C) = x (N, C, H, W) at (pad_h, pad_w) in a zero border, channels-last, its columns
-    split by parity: padded column 2 k + p at out[:, :, p, k]."""
+    """out (N, Hp, P, Wp / P, C) = x (N, C, H, W) at (pad_h, pad_w) in a zero border, channels-last, its columns
+    split into P phases: padded column P k + p at out[:, :, p, k] (P = 1: the padded input itself)."""
     num, channels, height, width = x.shape
-    padded_h, half = out.shape[1], out.shape[3]
+    padded_h, phases, per_phase = out.shape[1], out.shape[2], out.shape[3]
     zero = out.dtype.type(0)
     for task in prange(num * padded_h):
         n = task // padded_h
         row = task % padded_h
         h = row - pad_h
-        for p in range(2):
+        for p in range(phases):
             target = out[n, row, p]
-            for k in range(half):
+            for k in range(per_phase):
                 line = target[k]
-                w = 2 * k + p - pad_w
+                w = phases * k + p - pad_w
                 if h < 0 or h >= height or w < 0 or w >= width:
                     for c in range(channels):
                         line[c] = zero
@@ -301,21 +255,20 @@ def to_column_phases(x, pad_h, pad_w, out):
 
 @njit(**OPTIONS)
 def from_column_phases(y, bias, with_bias, out):
-    """out (N, C, H, W) = y (N, >= H, 2, >= W / 2, C), columns split by parity, moved channels-first
-    (plus bias[c] when `with_bias`)."""
+    """out (N, C, H, W) = y (N, >= H, P, >= W / P, C), column P k + p at y[:, :, p, k], moved channels-first
+    (plus bias[c] when `with_bias`); P = 1: y is channels-last."""
     num, channels, height, width = out.shape
+    phases = y.shape[2]
     for task in prange(num * channels):
         n = task // channels
         c = task % channels
         b = bias[c] if with_bias else out.dtype.type(0)
         for h in range(height):
             target = out[n, c, h]
-            even, odd = y[n, h, 0], y[n, h, 1]
-            for w in range(width // 2):
-                target[2 * w] = even[w, c] + b if with_bias else even[w, c]
-                target[2 * w + 1] = odd[w, c] + b if with_bias else odd[w, c]
-            if width % 2:
-                target[width - 1] = even[width // 2, c] + b if with_bias else even[width // 2, c]
+            for p in range(phases):
+                source = y[n, h, p]
+                for k in range((width - p + phases - 1) // phases):
+                    target[phases * k + p] = source[k, c] + b if with_bias else source[k, c]
 
 
 @njit(**OPTIONS)
