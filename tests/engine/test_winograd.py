@@ -236,19 +236,20 @@ def test_5x5_takes_winograd_on_the_cpu_where_it_pays(channels, outputs, group, p
 
 
 @pytest.mark.gpu
-def test_cupy_winograd_matches_numpy(monkeypatch):
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_cupy_winograd_matches_numpy(monkeypatch, kernel):
     """The same body on CuPy (taken there only with WINOGRAD = "always")."""
     import cupy
 
     from engine import backend
 
     rng = np.random.default_rng(8)
-    x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, 3, 3))
+    x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, kernel, kernel))
     b, dy = rng.standard_normal(6), rng.standard_normal((2, 6, 7, 6))
     backend.set_mode_gpu()
     results = []
     for xp in (np, cupy):
-        conv_ = winograd.WinogradConvolution((1, 1), group=2)
+        conv_ = winograd.WinogradConvolution((kernel // 2, kernel // 2), group=2, kernel=kernel)
         y = conv_.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b))
         dw, db = xp.zeros_like(xp.asarray(w)), xp.zeros(6)
         dx = conv_.backward(xp.asarray(x), xp.asarray(dy), xp.asarray(w), dw, db)
