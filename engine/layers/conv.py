@@ -281,7 +281,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         transforms read and write 9 times the input: it pays where im2col's GEMM is short too (few
         outputs) and there are channels enough for its own (cifar10's conv2 and conv3: 32 in, 32 and
         64 out, 1.3 to 1.6 times faster), not for LeNet's conv2 (20 in, 50 out) nor CaffeNet's
-        grouped conv2 (48 in, 128 out per group), where it ran 1.2 to 1.5 times slower.
+        grouped conv2 (48 in, 128 out per group), where it ran 1.5 to 2 times slower.
         """
         if self.kernel[0] == 3:
             return True
