@@ -77,6 +77,9 @@ def test_small_products_other_arrays_and_the_off_switch_stay_whole(two_threads, 
     monkeypatch.setattr(products, "MIN_SPLIT_OUTPUT", 1 << 12)
     long_a, long_b = _array(25, 9000), _array(9000, 20)
     np.testing.assert_array_equal(products.matmul(long_a, long_b), np.matmul(long_a, long_b))
+    # ... and one long enough to chunk, with too little work for it (LeNet's conv1 weight diff).
+    longer_a, longer_b = _array(25, 20000), _array(20000, 20)
+    np.testing.assert_array_equal(products.matmul(longer_a, longer_b), np.matmul(longer_a, longer_b))
     monkeypatch.setattr(products, "MIN_SPLIT", 1)
     np.testing.assert_array_equal(products.matmul(a.astype(np.int64), b.astype(np.int64)),
                                   np.matmul(a.astype(np.int64), b.astype(np.int64)))
@@ -95,6 +98,7 @@ def test_few_outputs_over_a_long_inner_dimension_sum_fixed_chunks(two_threads, m
     the same numbers on one thread."""
     monkeypatch.setattr(products, "MIN_SPLIT_OUTPUT", 1 << 12)
     monkeypatch.setattr(products, "K_CHUNK", 128)
+    monkeypatch.setattr(products, "MIN_CHUNKED_WORK", 1)
     a, b = _array(*shape_a), _array(*shape_b)
     bounds = [(start, start + 128) for start in range(0, 896, 128)] + [(896, 1050)]
     want = np.matmul(a[..., 0:128], b[..., 0:128, :])
