@@ -234,8 +234,7 @@ def _padded_channels_last(x, pad, size):
         cpu.kernels("winograd").to_column_phases(x, pad[0], pad[1], padded.reshape(num, size[0], 1, size[1], channels))
         return padded
     padded = xp.zeros((num,) + tuple(size) + (channels,), dtype=x.dtype)
-    height, width = min(height, size[0] - pad[0]), min(width, size[1] - pad[1])
-    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x[:, :, :height, :width].transpose(0, 2, 3, 1)
+    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = x.transpose(0, 2, 3, 1)
     return padded
 
 
@@ -269,6 +268,8 @@ def toom_cook(m, r):
     transform (the largest) adds small integer multiples.
     """
     n = m + r - 1
+    if n - 1 > len(_POINTS):
+        raise ValueError(f"F({m}, {r}) needs {n - 1} finite points; _POINTS has {len(_POINTS)}")
     points = _POINTS[:n - 1]
     # Evaluation at the points (and infinity: the leading coefficient) of a polynomial of `degree` terms.
     evaluate = lambda degree: [[p ** k for k in range(degree)] for p in points] + [  # noqa: E731

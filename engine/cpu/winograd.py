@@ -178,7 +178,6 @@ def filter_transform_adjoint(du, q):
                 q2[i] = d3[i] + (d1[i] + d2[i]) * half
 
 
-
 # F(2x2, 5x5): the 1-D transforms of engine/winograd.py's toom_cook(2, 5), one loop per output over a
 # row of channels, each output's terms in the matrix's order (the NumPy path's _combine adds them so).
 
