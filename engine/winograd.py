@@ -25,8 +25,11 @@ into the caller's arrays when given them. One body serves NumPy and CuPy
 (engine.backend.get_array_module). float32 error stays near 1e-6 relative
 for 3x3 and under 1e-5 for 5x5 (tests/engine/test_winograd.py checks
 against im2col and a direct convolution in float64). On the CPU the
-transforms and the moves to and from channels-last run as multi-threaded
-kernels with the same additions (engine/cpu/winograd.py).
+transforms and the moves to and from channels-last run as kernels with the
+same additions (engine/cpu/winograd.py). F(2x2, 5x5)'s whole-batch arrays
+are nine times the input, so its CPU path goes through them in chunks of
+tile rows, each chunk from input to output while it is in a core's cache,
+the chunks spread over the threads (Tiling.convolve, Tiling.weight_diff).
 """
 
 import math
@@ -37,6 +40,14 @@ import numpy as np
 from . import cpu
 from .cpu import products
 from .backend import get_array_module
+
+# The CPU kernels' path (Tiling.convolve, Tiling.weight_diff) takes tile rows in chunks whose transformed tiles
+# take about this many bytes, so that a chunk stays in a core's cache from one step to the next (cifar10_quick's
+# conv2, one thread: 21 ms forward as whole-batch passes through memory, 12 ms in chunks of 1 MiB).
+CHUNK_BYTES = 1 << 20
+MIN_CHUNKS = 8
+# ... and the weight diff adds up its chunks' products in this many fixed groups (its memory: one dU each).
+WEIGHT_DIFF_PARTS = 8
 
 def supported(kernel, stride, dilation, pad):
     """Geometry this path computes: 2-D 3x3 or 5x5, stride 1, no dilation, pad 0..k-1 (for the bottom diff)."""
@@ -204,22 +215,25 @@ def _group_slices(size, group):
     return [slice(index * step, (index + 1) * step) for index in range(group)]
 
 
-def _products(v, u, group, transposed=False, permutation=None):
-    """M (16, T, out) = V (16, T, in) @ U^T per group, U (16, out, in / group).
+def _products(v, u, group, transposed=False, permutation=None, matmul=None, out=None):
+    """M (16, T, out) = V (16, T, in) @ U^T per group, U (16, out, in / group); into `out` when given.
 
     `transposed`: `u` is given as U^T (16, in, out), group 1 only; then
     `permutation` (when given) takes U^T[k] from u[permutation[k]] (a
     stack-permuted copy of a large U costs as much as a product).
+    `matmul`: the product function (default: engine.cpu.products' split
+    one for NumPy arrays, the array module's for others).
     """
     xp = get_array_module(v)
-    matmul = products.for_module(xp)
+    matmul = matmul or products.for_module(xp)
     if transposed:
         if permutation is not None:
             return products.matmul_indexed(v, u, permutation)
-        return matmul(v, u)
+        return matmul(v, u) if out is None else matmul(v, u, out=out)
     if group == 1:
-        return matmul(v, u.swapaxes(1, 2))
-    m = xp.empty(v.shape[:2] + (u.shape[1],), dtype=v.dtype)
+        u = u.swapaxes(1, 2)
+        return matmul(v, u) if out is None else matmul(v, u, out=out)
+    m = xp.empty(v.shape[:2] + (u.shape[1],), dtype=v.dtype) if out is None else out
     for vin, uout in zip(_group_slices(v.shape[2], group), _group_slices(u.shape[1], group)):
         m[:, :, uout] = matmul(v[:, :, vin], u[:, uout].swapaxes(1, 2))
     return m
@@ -306,11 +320,12 @@ class Tiling:
 
     The transforms through the matrices of toom_cook(m, r), on whole-batch
     channels-last NumPy or CuPy arrays. A tiling with CPU kernels
-    (`kernels`: their names' suffix in engine/cpu/winograd.py) runs them
-    instead on NumPy arrays, with the same additions in the same order (the
-    same numbers), on inputs and outputs whose columns are split by parity
-    (to_column_phases): there a step of a transform is one loop over a whole
-    row of tiles.
+    (`kernels`: their names' suffix in engine/cpu/winograd.py) runs whole
+    convolutions on NumPy arrays through them instead (convolve,
+    weight_diff), chunk by chunk, with the same additions in the same order
+    (the same numbers), on inputs and outputs whose columns are split by
+    parity (to_column_phases): there a step of a transform is one loop over
+    a whole row of tiles.
     """
 
     def __init__(self, m, r, kernels=None):
@@ -371,12 +386,6 @@ class Tiling:
         th, tw = self.tiles(height, pad[0]), self.tiles(width, pad[1])
         size = (self.padded_size(th), self.padded_size(tw))
         v = xp.empty((n, n, num, th, tw, channels), dtype=x.dtype)
-        kernels = self._kernels(x)
-        if kernels is not None:
-            phases = xp.empty((num, size[0], 2, size[1] // 2, channels), dtype=x.dtype)
-            kernels.to_column_phases(x, pad[0], pad[1], phases)
-            getattr(kernels, f"input_transform_{self.kernels}")(phases, v)
-            return v.reshape(n * n, num * th * tw, channels), (th, tw)
         padded = _padded_channels_last(x, pad, size)
         d = [[padded[:, a:a + m * (th - 1) + 1:m, b:b + m * (tw - 1) + 1:m] for b in range(n)] for a in range(n)]
         r = xp.empty_like(v)
@@ -394,11 +403,6 @@ class Tiling:
         n, m = self.n, self.m
         th, tw = tiles
         mm = mm.reshape(n, n, num, th, tw, mm.shape[-1])
-        kernels = self._kernels(mm)
-        if kernels is not None:
-            y = xp.empty((num, m * th, m, tw, mm.shape[-1]), dtype=mm.dtype)
-            getattr(kernels, f"output_transform_{self.kernels}")(mm, y)
-            return y
         y = xp.empty((num, m * th, m * tw, mm.shape[-1]), dtype=mm.dtype)
         s = xp.empty((m, n) + mm.shape[2:], dtype=mm.dtype)
         for i in range(n):  # A^T along each row
@@ -411,11 +415,7 @@ class Tiling:
 
     def write_output(self, y, out, bias=None):
         """out (num, out, H, W) = transform_output's outputs cut to H x W, channels first (+ bias)."""
-        if y.ndim == 5:  # the kernels' column phases
-            cpu.kernels("winograd").from_column_phases(y, y[0, 0, 0, 0] if bias is None else bias.reshape(-1),
-                                                        bias is not None, out)
-        else:
-            _write_channels_last(y, out, bias)
+        _write_channels_last(y, out, bias)
 
     def transform_top_diff(self, dy, tiles):
         """dM (n^2, num * tiles, out) = A dY A^T from the top diff dy (num, out, oh, ow)."""
@@ -424,12 +424,6 @@ class Tiling:
         th, tw = tiles
         num, out_channels = dy.shape[:2]
         dm = xp.empty((n, n, num, th, tw, out_channels), dtype=dy.dtype)
-        kernels = self._kernels(dy)
-        if kernels is not None:
-            phases = xp.empty((num, m * th, 2, tw, out_channels), dtype=dy.dtype)
-            kernels.to_column_phases(dy, 0, 0, phases)
-            getattr(kernels, f"output_transform_adjoint_{self.kernels}")(phases, dm)
-            return dm.reshape(n * n, num * th * tw, out_channels)
         dyh = _padded_channels_last(dy, (0, 0), (m * th, m * tw))
         a = self.at.T
         t = xp.empty((n, m, num, th, tw, out_channels), dtype=dy.dtype)
@@ -440,6 +434,109 @@ class Tiling:
             for j in range(n):
                 _combine(xp, a[i], [t[j, p] for p in range(m)], dm[i, j])
         return dm.reshape(n * n, num * th * tw, out_channels)
+
+    # -- the CPU kernels' path: chunk by chunk ------------------------------------------------
+    def in_chunks(self, *arrays):
+        """Whether this tiling's CPU kernels serve `arrays` (then convolve and weight_diff apply)."""
+        return self._kernels(*arrays) is not None
+
+    def input_phases(self, x, pad):
+        """(phases, tiles): x (num, C, H, W) zero-padded by `pad` to the tiles' inputs, channels-last, its
+        columns split by parity (N, 2 th + 4, 2, tw + 2, C), as the kernels read it."""
+        tiles = self.tiles(x.shape[2], pad[0]), self.tiles(x.shape[3], pad[1])
+        size = (self.padded_size(tiles[0]), self.padded_size(tiles[1]))
+        phases = np.empty((x.shape[0], size[0], 2, size[1] // 2, x.shape[1]), dtype=x.dtype)
+        cpu.kernels("winograd").to_column_phases(x, pad[0], pad[1], phases)
+        return phases, tiles
+
+    def _chunks(self, rows, tw, channels, itemsize):
+        """Consecutive ranges of tile rows whose n^2 transformed tiles take about CHUNK_BYTES, and at least
+        MIN_CHUNKS ranges where there are as many rows (work for every thread; the shape alone decides)."""
+        size = max(1, min(CHUNK_BYTES // (self.n ** 2 * tw * channels * itemsize), -(-rows // MIN_CHUNKS)))
+        return [range(start, min(start + size, rows)) for start in range(0, rows, size)]
+
+    def convolve(self, x, pad, filters, group, out, bias=None):
+        """out (num, out, oh, ow) = x (num, C, H, W) correlated with the transformed `filters` U (n^2, out,
+        in / group) (+ bias); returns (x's column phases, tiles) for weight_diff.
+
+        Each chunk of tile rows goes through the input transform, the n^2 products and the output transform
+        while it is in cache, on one thread of engine/cpu/products.py's pool; the numbers are those of the
+        whole-batch passes above (each output is the same sum).
+        """
+        kernels = cpu.kernels("winograd")
+        num, channels = x.shape[:2]
+        outputs = out.shape[1]
+        phases, tiles = self.input_phases(x, pad)
+        th, tw = tiles
+        y = np.empty((num, self.m * th, 2, tw, outputs), dtype=x.dtype)
+        chunks = self._chunks(num * th, tw, max(channels, outputs), x.itemsize)
+        transform_input = getattr(kernels, f"input_transform_{self.kernels}")
+        transform_output = getattr(kernels, f"output_transform_{self.kernels}")
+        nn = self.n ** 2
+
+        def run(part):
+            v_space, m_space = _chunk_space(chunks, nn * tw * channels, x), _chunk_space(chunks, nn * tw * outputs, x)
+            for chunk in chunks[part]:
+                rows = len(chunk)
+                v = v_space[:nn * rows * tw * channels].reshape(self.n, self.n, rows, tw * channels)
+                transform_input(phases, chunk.start, v)
+                m = m_space[:nn * rows * tw * outputs].reshape(nn, rows * tw, outputs)
+                _products(v.reshape(nn, rows * tw, channels), filters, group, matmul=np.matmul, out=m)
+                transform_output(m.reshape(self.n, self.n, rows, tw * outputs), chunk.start, y)
+
+        products.in_parts(len(chunks), run, minimum=num * th * tw * nn * channels * outputs // group)
+        kernels.from_column_phases(y, y[0, 0, 0, 0] if bias is None else bias.reshape(-1), bias is not None, out)
+        return phases, tiles
+
+    def weight_diff(self, phases, tiles, dy, group):
+        """dU (n^2, out, in / group) = dM^T V summed over the tiles, from convolve's input phases and the top
+        diff dy (num, out, oh, ow).
+
+        The chunks' sums are added up in WEIGHT_DIFF_PARTS fixed groups of chunks, then the groups in order:
+        the numbers depend on the shapes only, not on the thread count.
+        """
+        kernels = cpu.kernels("winograd")
+        th, tw = tiles
+        num, outputs = dy.shape[:2]
+        channels = phases.shape[-1]
+        dy_phases = np.empty((num, self.m * th, 2, tw, outputs), dtype=dy.dtype)
+        kernels.to_column_phases(dy, 0, 0, dy_phases)
+        chunks = self._chunks(num * th, tw, max(channels, outputs), dy.itemsize)
+        parts = _parts(len(chunks), WEIGHT_DIFF_PARTS)
+        transform_input = getattr(kernels, f"input_transform_{self.kernels}")
+        adjoint = getattr(kernels, f"output_transform_adjoint_{self.kernels}")
+        nn = self.n ** 2
+        sums = np.zeros((len(parts), nn, outputs, channels // group), dtype=dy.dtype)
+
+        def run(span):
+            v_space, dm_space = _chunk_space(chunks, nn * tw * channels, dy), _chunk_space(chunks, nn * tw * outputs, dy)
+            for index in range(span.start, span.stop):
+                for chunk in chunks[parts[index]]:
+                    rows = len(chunk)
+                    v = v_space[:nn * rows * tw * channels].reshape(self.n, self.n, rows, tw * channels)
+                    transform_input(phases, chunk.start, v)
+                    dm = dm_space[:nn * rows * tw * outputs].reshape(self.n, self.n, rows, tw * outputs)
+                    adjoint(dy_phases, chunk.start, dm)
+                    v, dm = v.reshape(nn, rows * tw, channels), dm.reshape(nn, rows * tw, outputs)
+                    for mout, vin in zip(_group_slices(outputs, group), _group_slices(channels, group)):
+                        sums[index, :, mout] += np.matmul(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
+
+        products.in_parts(len(parts), run, minimum=num * th * tw * nn * channels * outputs // group)
+        du = sums[0]
+        for index in range(1, len(parts)):
+            du += sums[index]
+        return du
+
+
+def _chunk_space(chunks, per_row, like):
+    """A flat buffer for the largest of `chunks` at `per_row` values a tile row."""
+    return np.empty(max(len(chunk) for chunk in chunks) * per_row, dtype=like.dtype)
+
+
+def _parts(size, count):
+    """range(size) cut into min(size, count) consecutive slices of near-equal length."""
+    count = max(1, min(size, count))
+    return [slice(size * index // count, size * (index + 1) // count) for index in range(count)]
 
 
 def _write_channels_last(yh, out, bias=None):
@@ -501,8 +598,9 @@ TILINGS = {3: _F2x2And3x3(), 5: Tiling(2, 5, kernels="f2x5")}
 class WinogradConvolution:
     """3x3 or 5x5 stride-1 convolution (Caffe's cross-correlation) with forward and backward, like the layer's.
 
-    The transformed input and filters of the last forward are kept for the
-    backward that follows (recomputed when absent); `release()` drops them.
+    The transformed input (on the CPU kernels' chunked path: the input's
+    column phases) and filters of the last forward are kept for the backward
+    that follows (recomputed when absent); `release()` drops them.
     """
 
     def __init__(self, pad, group=1, kernel=3):
@@ -511,14 +609,18 @@ class WinogradConvolution:
         self.release()
 
     def release(self):
-        self.v = self.tiles = self.u = None
+        self.v = self.phases = self.tiles = self.u = None
 
     def _conv(self, x, u, pad, out, bias=None, transposed=False, permutation=None):
-        """out (num, out, oh, ow) = x (num, C, H, W) correlated (+ bias); returns the transformed input."""
+        """out (num, out, oh, ow) = x (num, C, H, W) correlated (+ bias); returns (the transformed input or,
+        chunked, None; x's column phases or None; tiles)."""
+        if self.tiling.in_chunks(x, out) and not transposed:
+            phases, tiles = self.tiling.convolve(x, pad, u, self.group, out, bias)
+            return None, phases, tiles
         v, tiles = self.tiling.transform_input(x, pad)
         m = _products(v, u, self.group, transposed, permutation)
         self.tiling.write_output(self.tiling.transform_output(m, x.shape[0], tiles), out, bias)
-        return v, tiles
+        return v, None, tiles
 
     def forward(self, x, weight, bias=None, out=None):
         """top (num, out, oh, ow) for bottom x (num, in, H, W) and weights (out, in / group, k, k).
@@ -531,7 +633,7 @@ class WinogradConvolution:
             out = xp.empty((x.shape[0], weight.shape[0], x.shape[2] + 2 * self.pad[0] - r + 1,
                             x.shape[3] + 2 * self.pad[1] - r + 1), dtype=x.dtype)
         self.u = self.tiling.filter_transform(weight)
-        self.v, self.tiles = self._conv(x, self.u, self.pad, out, bias)
+        self.v, self.phases, self.tiles = self._conv(x, self.u, self.pad, out, bias)
         return out
 
     def backward(self, x, dy, weight, weight_diff=None, bias_diff=None, need_bottom=True, out=None):
@@ -543,7 +645,12 @@ class WinogradConvolution:
         tiling = self.tiling
         if bias_diff is not None:
             bias_diff += dy.sum(axis=(0, 2, 3))
-        if weight_diff is not None:
+        if weight_diff is not None and tiling.in_chunks(x, dy):
+            phases, tiles = self.phases, self.tiles
+            if phases is None:
+                phases, tiles = tiling.input_phases(x, self.pad)
+            tiling.filter_transform_adjoint(tiling.weight_diff(phases, tiles, dy, self.group), out=weight_diff)
+        elif weight_diff is not None:
             v, tiles = self.v, self.tiles
             if v is None:
                 v, tiles = tiling.transform_input(x, self.pad)

@@ -1,9 +1,11 @@
-"""Winograd transforms and channels-last moves for engine/winograd.py, threads over tile rows.
+"""Winograd transforms and channels-last moves for engine/winograd.py.
 
 The transforms take and give engine/winograd.py's arrays, tile by tile with
 the channels innermost (the filter transforms: filter by filter), and do
 the NumPy code's additions in its order, so that the numbers are the same
-bit for bit; only the GEMMs between them stay with BLAS. The kernels of
+bit for bit; only the GEMMs between them stay with BLAS. F(2x2, 3x3)'s
+kernels and the moves thread over tile rows (prange); F(2x2, 5x5)'s
+transforms take one chunk of tile rows on the calling thread. The kernels of
 F(2x2, 3x3) and F(2x2, 5x5) are written out with their matrices' additions
 (one loop per output over a row of channels, which LLVM vectorizes: a loop
 that reads a matrix from memory, or writes many outputs, runs several times
@@ -270,67 +272,70 @@ def from_column_phases(y, bias, with_bias, out):
                     target[phases * k + p] = source[k, c] + b if with_bias else source[k, c]
 
 
-@njit(**OPTIONS)
-def input_transform_f2x5(phases, v):
-    """v (6, 6, N, th, tw, C) = B^T d B over the 6x6 tiles (stride 2) of the padded input in column phases
-    (N, 2 th + 4, 2, tw + 2, C) (to_column_phases).
+# The F(2x2, 5x5) transforms run on one thread over a chunk of tile rows (the caller's thread: engine/winograd.py
+# runs the chunks of a convolution on the pool of engine/cpu/products.py, each through transform, products and
+# transform back while it is in cache). They release the GIL.
+SERIAL = dict(OPTIONS, parallel=False, nogil=True)
+
+
+@njit(**SERIAL)
+def input_transform_f2x5(phases, first, v):
+    """v (6, 6, R, tw * C) = B^T d B over the 6x6 tiles (stride 2) of tile rows first .. first + R - 1 (tile row
+    n * th + ty) of the padded input in column phases (N, 2 th + 4, 2, tw + 2, C) (to_column_phases).
 
     In phases, column b of every tile along a tile row is one contiguous run of tw * C values: each
     transform step is one loop over a whole tile row instead of one per tile.
     """
-    num, th, tw, channels = v.shape[2], v.shape[3], v.shape[4], v.shape[5]
-    length = tw * channels
+    channels = phases.shape[4]
+    th = (phases.shape[1] - 4) // 2
+    length = v.shape[3]
     row_size = phases.shape[3] * channels
+    step = 2 * row_size  # from one input row to the next (a list of the six views would not vectorize)
     flat = phases.reshape(phases.size)
-    out = v.reshape(6, 6, num * th, length)
-    for task in prange(num * th):
-        n = task // th
-        ty = task % th
-        r = np.empty((6, 6, length), dtype=v.dtype)  # r[i, b]: B^T down column b, output i
+    r = np.empty((6, 6, length), dtype=v.dtype)  # r[i, b]: B^T down column b, output i
+    for row in range(v.shape[2]):
+        n = (first + row) // th
+        ty = (first + row) % th
         for b in range(6):
             start = ((n * phases.shape[1] + 2 * ty) * 2 + b % 2) * row_size + (b // 2) * channels
-            step = 2 * row_size  # from one input row to the next (a list of the six views would not vectorize)
             _bt6(flat[start:start + length], flat[start + step:start + step + length],
                  flat[start + 2 * step:start + 2 * step + length], flat[start + 3 * step:start + 3 * step + length],
                  flat[start + 4 * step:start + 4 * step + length], flat[start + 5 * step:start + 5 * step + length],
                  r[0, b], r[1, b], r[2, b], r[3, b], r[4, b], r[5, b])
         for i in range(6):  # ... then along each row
             q = r[i]
-            _bt6(q[0], q[1], q[2], q[3], q[4], q[5], out[i, 0, task], out[i, 1, task], out[i, 2, task],
-                 out[i, 3, task], out[i, 4, task], out[i, 5, task])
+            _bt6(q[0], q[1], q[2], q[3], q[4], q[5], v[i, 0, row], v[i, 1, row], v[i, 2, row], v[i, 3, row],
+                 v[i, 4, row], v[i, 5, row])
 
 
-@njit(**OPTIONS)
-def output_transform_f2x5(m, y):
-    """y (N, 2 th, 2, tw, O) = A^T M A from m (6, 6, N, th, tw, O), its columns split by parity
-    (from_column_phases takes it on); one loop per step over a whole tile row."""
-    num, th, tw, channels = m.shape[2], m.shape[3], m.shape[4], m.shape[5]
-    length = tw * channels
-    tiles = m.reshape(6, 6, num * th, length)
-    rows = y.reshape(num * 2 * th, 2, length)
-    for task in prange(num * th):
-        s = np.empty((2, 6, length), dtype=y.dtype)  # s[q, i]: A^T along row i, output q
+@njit(**SERIAL)
+def output_transform_f2x5(m, first, y):
+    """Tile rows first .. first + R - 1 of y (N, 2 th, 2, tw, O) = A^T M A from m (6, 6, R, tw * O); y's columns
+    are split by parity (from_column_phases takes it on). One loop per step over a whole tile row."""
+    length = m.shape[3]
+    rows = y.reshape(y.shape[0] * y.shape[1], 2, length)
+    s = np.empty((2, 6, length), dtype=y.dtype)  # s[q, i]: A^T along row i, output q
+    for row in range(m.shape[2]):
+        task = first + row
         for i in range(6):
-            _at6(tiles[i, 0, task], tiles[i, 1, task], tiles[i, 2, task], tiles[i, 3, task], tiles[i, 4, task],
-                 tiles[i, 5, task], s[0, i], s[1, i])
+            _at6(m[i, 0, row], m[i, 1, row], m[i, 2, row], m[i, 3, row], m[i, 4, row], m[i, 5, row], s[0, i], s[1, i])
         for q in range(2):  # ... and down the columns
             a = s[q]
             _at6(a[0], a[1], a[2], a[3], a[4], a[5], rows[2 * task, q], rows[2 * task + 1, q])
 
 
-@njit(**OPTIONS)
-def output_transform_adjoint_f2x5(dy, dm):
-    """dm (6, 6, N, th, tw, O) = A dY A^T from the top diff in column phases dy (N, 2 th, 2, tw, O)."""
-    num, th, tw, channels = dm.shape[2], dm.shape[3], dm.shape[4], dm.shape[5]
-    length = tw * channels
-    rows = dy.reshape(num * 2 * th, 2, length)
-    tiles = dm.reshape(6, 6, num * th, length)
-    for task in prange(num * th):
-        t = np.empty((6, 2, length), dtype=dm.dtype)  # t[j, p]: A along row p, output j
+@njit(**SERIAL)
+def output_transform_adjoint_f2x5(dy, first, dm):
+    """dm (6, 6, R, tw * O) = A dY A^T over tile rows first .. first + R - 1 of the top diff in column phases
+    dy (N, 2 th, 2, tw, O)."""
+    length = dm.shape[3]
+    rows = dy.reshape(dy.shape[0] * dy.shape[1], 2, length)
+    t = np.empty((6, 2, length), dtype=dm.dtype)  # t[j, p]: A along row p, output j
+    for row in range(dm.shape[2]):
+        task = first + row
         for p in range(2):
             line = rows[2 * task + p]
             _a6(line[0], line[1], t[0, p], t[1, p], t[2, p], t[3, p], t[4, p], t[5, p])
         for j in range(6):  # ... and along the columns
             a = t[j]
-            _a6(a[0], a[1], tiles[0, j, task], tiles[1, j, task], tiles[2, j, task], tiles[3, j, task],
-                tiles[4, j, task], tiles[5, j, task])
+            _a6(a[0], a[1], dm[0, j, row], dm[1, j, row], dm[2, j, row], dm[3, j, row], dm[4, j, row], dm[5, j, row])

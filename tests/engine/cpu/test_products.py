@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +14,6 @@ from engine.cpu import products
 
 ROOT = Path(__file__).resolve().parents[3]
 RNG = np.random.default_rng(12)
-
-
-@pytest.fixture
-def two_threads(monkeypatch):
-    """A pool of two threads, as on a 2-core machine (the tests run with OMP_NUM_THREADS=1)."""
-    pool = ThreadPoolExecutor(2)
-    monkeypatch.setitem(products._STATE, "threads", 2)
-    monkeypatch.setitem(products._STATE, "pool", pool)
-    monkeypatch.setitem(products._STATE, "pid", os.getpid())
-    monkeypatch.setattr(products, "MIN_SPLIT", 1)
-    monkeypatch.setattr(products, "MIN_SPLIT_OUTPUT", 1)
-    calls = []
-    submit = pool.submit
-    monkeypatch.setattr(pool, "submit", lambda *args, **kw: calls.append(args) or submit(*args, **kw))
-    yield calls
-    pool.shutdown()
 
 
 def _array(*shape, dtype=np.float32):
