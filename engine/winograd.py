@@ -227,9 +227,13 @@ def _products(v, u, group, transposed=False, permutation=None, matmul=None, out=
     xp = get_array_module(v)
     matmul = matmul or products.for_module(xp)
     if transposed:
-        if permutation is not None:
+        if permutation is None:
+            return matmul(v, u) if out is None else matmul(v, u, out=out)
+        if out is None:
             return products.matmul_indexed(v, u, permutation)
-        return matmul(v, u) if out is None else matmul(v, u, out=out)
+        for k, source in enumerate(permutation):
+            matmul(v[k], u[source], out=out[k])
+        return out
     if group == 1:
         u = u.swapaxes(1, 2)
         return matmul(v, u) if out is None else matmul(v, u, out=out)
@@ -436,9 +440,12 @@ class Tiling:
         return dm.reshape(n * n, num * th * tw, out_channels)
 
     # -- the CPU kernels' path: chunk by chunk ------------------------------------------------
-    def in_chunks(self, *arrays):
-        """Whether this tiling's CPU kernels serve `arrays` (then convolve and weight_diff apply)."""
-        return self._kernels(*arrays) is not None
+    def in_chunks(self, weight, *arrays):
+        """Whether convolve and weight_diff serve weights of `weight`'s shape on `arrays`: this tiling's CPU
+        kernels serve them, and the transformed filters take at most half a chunk (every chunk's products
+        read them all: larger ones are read once by the whole-batch products instead)."""
+        filter_bytes = self.n ** 2 * weight.shape[0] * weight.shape[1] * weight.itemsize
+        return filter_bytes <= CHUNK_BYTES // 2 and self._kernels(*arrays) is not None
 
     def input_phases(self, x, pad):
         """(phases, tiles): x (num, C, H, W) zero-padded by `pad` to the tiles' inputs, channels-last, its
@@ -455,9 +462,9 @@ class Tiling:
         size = max(1, min(CHUNK_BYTES // (self.n ** 2 * tw * channels * itemsize), -(-rows // MIN_CHUNKS)))
         return [range(start, min(start + size, rows)) for start in range(0, rows, size)]
 
-    def convolve(self, x, pad, filters, group, out, bias=None):
-        """out (num, out, oh, ow) = x (num, C, H, W) correlated with the transformed `filters` U (n^2, out,
-        in / group) (+ bias); returns (x's column phases, tiles) for weight_diff.
+    def convolve(self, x, pad, filters, group, out, bias=None, transposed=False, permutation=None):
+        """out (num, out, oh, ow) = x (num, C, H, W) correlated with the transformed `filters` (as _products
+        takes them) (+ bias); returns (x's column phases, tiles) for weight_diff.
 
         Each chunk of tile rows goes through the input transform, the n^2 products and the output transform
         while it is in cache, on one thread of engine/cpu/products.py's pool; the numbers are those of the
@@ -481,7 +488,8 @@ class Tiling:
                 v = v_space[:nn * rows * tw * channels].reshape(self.n, self.n, rows, tw * channels)
                 transform_input(phases, chunk.start, v)
                 m = m_space[:nn * rows * tw * outputs].reshape(nn, rows * tw, outputs)
-                _products(v.reshape(nn, rows * tw, channels), filters, group, matmul=np.matmul, out=m)
+                _products(v.reshape(nn, rows * tw, channels), filters, group, transposed, permutation,
+                          matmul=np.matmul, out=m)
                 transform_output(m.reshape(self.n, self.n, rows, tw * outputs), chunk.start, y)
 
         products.in_parts(len(chunks), run, minimum=num * th * tw * nn * channels * outputs // group)
@@ -563,7 +571,7 @@ class _F2x2And3x3(Tiling):
     """F(2x2, 3x3) through the module's functions above: its additions written out, exact in G."""
 
     def __init__(self):
-        super().__init__(2, 3)
+        super().__init__(2, 3, kernels="f2x3")
 
     def filter_transform(self, weight):
         return filter_transform(weight)
@@ -611,11 +619,11 @@ class WinogradConvolution:
     def release(self):
         self.v = self.phases = self.tiles = self.u = None
 
-    def _conv(self, x, u, pad, out, bias=None, transposed=False, permutation=None):
+    def _conv(self, x, weight, u, pad, out, bias=None, transposed=False, permutation=None):
         """out (num, out, oh, ow) = x (num, C, H, W) correlated (+ bias); returns (the transformed input or,
         chunked, None; x's column phases or None; tiles)."""
-        if self.tiling.in_chunks(x, out) and not transposed:
-            phases, tiles = self.tiling.convolve(x, pad, u, self.group, out, bias)
+        if self.tiling.in_chunks(weight, x, out):
+            phases, tiles = self.tiling.convolve(x, pad, u, self.group, out, bias, transposed, permutation)
             return None, phases, tiles
         v, tiles = self.tiling.transform_input(x, pad)
         m = _products(v, u, self.group, transposed, permutation)
@@ -633,7 +641,7 @@ class WinogradConvolution:
             out = xp.empty((x.shape[0], weight.shape[0], x.shape[2] + 2 * self.pad[0] - r + 1,
                             x.shape[3] + 2 * self.pad[1] - r + 1), dtype=x.dtype)
         self.u = self.tiling.filter_transform(weight)
-        self.v, self.phases, self.tiles = self._conv(x, self.u, self.pad, out, bias)
+        self.v, self.phases, self.tiles = self._conv(x, weight, self.u, self.pad, out, bias)
         return out
 
     def backward(self, x, dy, weight, weight_diff=None, bias_diff=None, need_bottom=True, out=None):
@@ -645,7 +653,7 @@ class WinogradConvolution:
         tiling = self.tiling
         if bias_diff is not None:
             bias_diff += dy.sum(axis=(0, 2, 3))
-        if weight_diff is not None and tiling.in_chunks(x, dy):
+        if weight_diff is not None and tiling.in_chunks(weight, x, dy):
             phases, tiles = self.phases, self.tiles
             if phases is None:
                 phases, tiles = tiling.input_phases(x, self.pad)
@@ -672,5 +680,5 @@ class WinogradConvolution:
             out = xp.empty(x.shape, dtype=dy.dtype)
         pad = (tiling.r - 1 - self.pad[0], tiling.r - 1 - self.pad[1])
         filters, transposed, permutation = tiling.rotated_filters(u, weight, self.group)
-        self._conv(dy, filters, pad, out, transposed=transposed, permutation=permutation)
+        self._conv(dy, weight, filters, pad, out, transposed=transposed, permutation=permutation)
         return out

@@ -79,6 +79,9 @@ def warm(dtype):
     winograd.output_transform_f2x5(a(6, 6, 1, 4), 0, a(1, 4, 2, 2, 2))
     winograd.from_column_phases(a(1, 4, 2, 2, 2), a(2), True, a(1, 2, 4, 4))
     winograd.output_transform_adjoint_f2x5(a(1, 4, 2, 2, 2), 0, a(6, 6, 1, 4))
+    winograd.input_transform_f2x3(a(1, 6, 2, 3, 2), 0, a(4, 4, 1, 4))
+    winograd.output_transform_f2x3(a(4, 4, 1, 4), 0, a(1, 4, 2, 2, 2))
+    winograd.output_transform_adjoint_f2x3(a(1, 4, 2, 2, 2), 0, a(4, 4, 1, 4))
 
     kernels("softmax").forward(a(2, 3, 1), a(2, 3, 1))
 

@@ -339,3 +339,101 @@ def output_transform_adjoint_f2x5(dy, first, dm):
         for j in range(6):  # ... and along the columns
             a = t[j]
             _a6(a[0], a[1], dm[0, j, row], dm[1, j, row], dm[2, j, row], dm[3, j, row], dm[4, j, row], dm[5, j, row])
+
+
+# F(2x2, 3x3) by chunks of tile rows, on column phases as F(2x2, 5x5)'s: the additions of input_transform,
+# output_transform and output_transform_adjoint above (and of the NumPy path), each step over a whole tile row.
+
+@njit(**dict(SERIAL, parallel=False), inline="always")
+def _bt4(d0, d1, d2, d3, o0, o1, o2, o3):
+    """(o0 .. o3) = B^T (d0 .. d3) = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    for c in range(o0.shape[0]):
+        o0[c] = d0[c] - d2[c]
+    for c in range(o0.shape[0]):
+        o1[c] = d1[c] + d2[c]
+    for c in range(o0.shape[0]):
+        o2[c] = d2[c] - d1[c]
+    for c in range(o0.shape[0]):
+        o3[c] = d1[c] - d3[c]
+
+
+@njit(**dict(SERIAL, parallel=False), inline="always")
+def _at4(m0, m1, m2, m3, y0, y1):
+    """(y0, y1) = A^T (m0 .. m3) = ((m0 + m1) + m2, (m1 - m2) - m3)."""
+    for c in range(y0.shape[0]):
+        y0[c] = m0[c] + m1[c]
+    for c in range(y0.shape[0]):
+        y0[c] = y0[c] + m2[c]
+    for c in range(y0.shape[0]):
+        y1[c] = m1[c] - m2[c]
+    for c in range(y0.shape[0]):
+        y1[c] = y1[c] - m3[c]
+
+
+@njit(**dict(SERIAL, parallel=False), inline="always")
+def _a4(y0, y1, o0, o1, o2, o3):
+    """(o0 .. o3) = A (y0, y1) = (y0, y0 + y1, y0 - y1, -y1)."""
+    for c in range(o0.shape[0]):
+        o0[c] = y0[c]
+    for c in range(o0.shape[0]):
+        o1[c] = y0[c] + y1[c]
+    for c in range(o0.shape[0]):
+        o2[c] = y0[c] - y1[c]
+    for c in range(o0.shape[0]):
+        o3[c] = -y1[c]
+
+
+@njit(**SERIAL)
+def input_transform_f2x3(phases, first, v):
+    """v (4, 4, R, tw * C) = B^T d B over the 4x4 tiles of tile rows first .. first + R - 1 of the padded input
+    in column phases (N, 2 th + 2, 2, tw + 1, C): down each tile column first, then along each row."""
+    channels = phases.shape[4]
+    th = (phases.shape[1] - 2) // 2
+    length = v.shape[3]
+    row_size = phases.shape[3] * channels
+    step = 2 * row_size
+    flat = phases.reshape(phases.size)
+    r = np.empty((4, 4, length), dtype=v.dtype)  # r[i, b]: B^T down column b, output i
+    for row in range(v.shape[2]):
+        n = (first + row) // th
+        ty = (first + row) % th
+        for b in range(4):
+            start = ((n * phases.shape[1] + 2 * ty) * 2 + b % 2) * row_size + (b // 2) * channels
+            _bt4(flat[start:start + length], flat[start + step:start + step + length],
+                 flat[start + 2 * step:start + 2 * step + length], flat[start + 3 * step:start + 3 * step + length],
+                 r[0, b], r[1, b], r[2, b], r[3, b])
+        for i in range(4):
+            q = r[i]
+            _bt4(q[0], q[1], q[2], q[3], v[i, 0, row], v[i, 1, row], v[i, 2, row], v[i, 3, row])
+
+
+@njit(**SERIAL)
+def output_transform_f2x3(m, first, y):
+    """Tile rows first .. first + R - 1 of y (N, 2 th, 2, tw, O) = A^T M A from m (4, 4, R, tw * O): along each
+    row first, then down the columns."""
+    length = m.shape[3]
+    rows = y.reshape(y.shape[0] * y.shape[1], 2, length)
+    s = np.empty((2, 4, length), dtype=y.dtype)  # s[q, i]: A^T along row i, output q
+    for row in range(m.shape[2]):
+        task = first + row
+        for i in range(4):
+            _at4(m[i, 0, row], m[i, 1, row], m[i, 2, row], m[i, 3, row], s[0, i], s[1, i])
+        for q in range(2):
+            a = s[q]
+            _at4(a[0], a[1], a[2], a[3], rows[2 * task, q], rows[2 * task + 1, q])
+
+
+@njit(**SERIAL)
+def output_transform_adjoint_f2x3(dy, first, dm):
+    """dm (4, 4, R, tw * O) = A dY A^T over tile rows first .. first + R - 1 of the top diff in column phases
+    dy (N, 2 th, 2, tw, O): down each tile column first, then along the rows."""
+    length = dm.shape[3]
+    rows = dy.reshape(dy.shape[0] * dy.shape[1], 2, length)
+    t = np.empty((4, 2, length), dtype=dm.dtype)  # t[i, q]: A down column q, output i
+    for row in range(dm.shape[2]):
+        task = first + row
+        for q in range(2):
+            _a4(rows[2 * task, q], rows[2 * task + 1, q], t[0, q], t[1, q], t[2, q], t[3, q])
+        for i in range(4):
+            a = t[i]
+            _a4(a[0], a[1], dm[i, 0, row], dm[i, 1, row], dm[i, 2, row], dm[i, 3, row])

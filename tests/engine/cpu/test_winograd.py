@@ -38,36 +38,36 @@ def test_transforms_match_numpy(shape, out, pad, group, k, dtype, with_bias):
         want = _run(x, w, b, dy, pad, group)
     with kernels(True), spy("winograd") as calls:
         got = _run(x, w, b, dy, pad, group)
-    transforms = ["input_transform", "output_transform", "output_transform_adjoint"]
+    # Each tiling's kernels on column phases; F(2x2, 3x3)'s filter transforms are kernels too, F(2x2, 5x5)'s
+    # are NumPy's, in float64.
+    transforms = [f"{name}_f2x{k}" for name in ("input_transform", "output_transform", "output_transform_adjoint")]
     if k == 3:
         transforms += ["filter_transform", "filter_transform_adjoint"]
-    else:  # F(2x2, 5x5): its own kernels on column phases; the filter transforms are NumPy's, in float64
-        transforms = [f"{name}_f2x5" for name in transforms]
     assert {"to_column_phases", "from_column_phases", *transforms} <= set(calls)
     (y, wd, dx), (y_got, wd_got, dx_got) = want, got
     assert np.array_equal(y, y_got) and np.array_equal(dx, dx_got)
-    if k == 3:
-        assert np.array_equal(wd, wd_got)
-    else:  # the chunked path adds the weight diff's tile sums chunk by chunk: other roundings (of sums that
-        # G^T dU G then takes apart with cancellation)
-        np.testing.assert_allclose(wd_got, wd, rtol=0, atol=1000 * np.finfo(dtype).eps * np.abs(wd).max())
+    # The kernels' path adds the weight diff's tile sums chunk by chunk: other roundings (of sums that
+    # G^T dU G then takes apart with cancellation).
+    np.testing.assert_allclose(wd_got, wd, rtol=0, atol=1000 * np.finfo(dtype).eps * np.abs(wd).max())
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_chunks_over_threads_give_the_whole_batch_numbers(two_threads, monkeypatch, dtype):
-    """F(2x2, 5x5) on the CPU runs tile rows in chunks on the pool: one tile row a chunk here, over two threads.
-    The top and bottom diff are the whole-batch NumPy passes' bit for bit; the weight diff, added up chunk by
-    chunk in fixed groups, is the same at one thread and at two."""
+@pytest.mark.parametrize("k", [3, 5])
+def test_chunks_over_threads_give_the_whole_batch_numbers(two_threads, monkeypatch, dtype, k):
+    """On the CPU the tile rows run in chunks on the pool: one tile row a chunk here, over two threads. The top
+    and bottom diff are the whole-batch NumPy passes' bit for bit; the weight diff, added up chunk by chunk in
+    fixed groups, is the same at one thread and at two."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     x = RNG.standard_normal((3, 5, 9, 7)).astype(dtype)
-    w = RNG.standard_normal((6, 5, 5, 5)).astype(dtype)
+    w = RNG.standard_normal((6, 5, k, k)).astype(dtype)
+    pad = (k // 2, k // 2)
     dy = RNG.standard_normal((3, 6, 9, 7)).astype(dtype)
-    assert len(winograd.TILINGS[5]._chunks(3 * 5, 4, 6, x.itemsize)) == 15
+    assert len(winograd.TILINGS[k]._chunks(3 * 5, 4, 6, x.itemsize)) == 15
     with kernels(False):
-        y, wd, dx = _run(x, w, None, dy, (2, 2), 1)
-    y2, wd2, dx2 = _run(x, w, None, dy, (2, 2), 1)
+        y, wd, dx = _run(x, w, None, dy, pad, 1)
+    y2, wd2, dx2 = _run(x, w, None, dy, pad, 1)
     assert two_threads, "the chunks did not run on the pool"
     assert np.array_equal(y, y2) and np.array_equal(dx, dx2)
     np.testing.assert_allclose(wd2, wd, rtol=0, atol=1000 * np.finfo(dtype).eps * np.abs(wd).max())
     monkeypatch.setitem(products._STATE, "threads", 1)
-    assert np.array_equal(_run(x, w, None, dy, (2, 2), 1)[1], wd2)
+    assert np.array_equal(_run(x, w, None, dy, pad, 1)[1], wd2)
