@@ -467,8 +467,8 @@ class Tiling:
         takes them) (+ bias); returns (x's column phases, tiles) for weight_diff.
 
         Each chunk of tile rows goes through the input transform, the n^2 products and the output transform
-        while it is in cache, on one thread of engine/cpu/products.py's pool; the numbers are those of the
-        whole-batch passes above (each output is the same sum).
+        while it is in cache, the threads of engine/cpu/products.py's pool taking chunks in turn; the numbers
+        are those of the whole-batch passes above (each output is the same sum).
         """
         kernels = cpu.kernels("winograd")
         num, channels = x.shape[:2]
@@ -481,9 +481,9 @@ class Tiling:
         transform_output = getattr(kernels, f"output_transform_{self.kernels}")
         nn = self.n ** 2
 
-        def run(part):
+        def run(indices):
             v_space, m_space = _chunk_space(chunks, nn * tw * channels, x), _chunk_space(chunks, nn * tw * outputs, x)
-            for chunk in chunks[part]:
+            for chunk in map(chunks.__getitem__, indices):
                 rows = len(chunk)
                 v = v_space[:nn * rows * tw * channels].reshape(self.n, self.n, rows, tw * channels)
                 transform_input(phases, chunk.start, v)
@@ -492,7 +492,7 @@ class Tiling:
                           matmul=np.matmul, out=m)
                 transform_output(m.reshape(self.n, self.n, rows, tw * outputs), chunk.start, y)
 
-        products.in_parts(len(chunks), run, minimum=num * th * tw * nn * channels * outputs // group)
+        products.in_turns(len(chunks), run, minimum=num * th * tw * nn * channels * outputs // group)
         kernels.from_column_phases(y, y[0, 0, 0, 0] if bias is None else bias.reshape(-1), bias is not None, out)
         return phases, tiles
 
@@ -516,9 +516,9 @@ class Tiling:
         nn = self.n ** 2
         sums = np.zeros((len(parts), nn, outputs, channels // group), dtype=dy.dtype)
 
-        def run(span):
+        def run(indices):
             v_space, dm_space = _chunk_space(chunks, nn * tw * channels, dy), _chunk_space(chunks, nn * tw * outputs, dy)
-            for index in range(span.start, span.stop):
+            for index in indices:
                 for chunk in chunks[parts[index]]:
                     rows = len(chunk)
                     v = v_space[:nn * rows * tw * channels].reshape(self.n, self.n, rows, tw * channels)
@@ -529,7 +529,7 @@ class Tiling:
                     for mout, vin in zip(_group_slices(outputs, group), _group_slices(channels, group)):
                         sums[index, :, mout] += np.matmul(dm[:, :, mout].swapaxes(1, 2), v[:, :, vin])
 
-        products.in_parts(len(parts), run, minimum=num * th * tw * nn * channels * outputs // group)
+        products.in_turns(len(parts), run, minimum=num * th * tw * nn * channels * outputs // group)
         du = sums[0]
         for index in range(1, len(parts)):
             du += sums[index]

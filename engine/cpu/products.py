@@ -22,6 +22,7 @@ NumPy's and BLAS keeps its own threads.
 
 import ctypes
 import functools
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -215,6 +216,27 @@ def in_parts(size, function, minimum=MIN_SPLIT):
         function(slice(0, size))
         return
     _run([functools.partial(function, part) for part in _parts(size, count)])
+
+
+def in_turns(count, worker, minimum=MIN_SPLIT):
+    """worker(indices) once on each thread (as in_parts decides how many), the threads sharing one iterator
+    over range(count): each takes the next index when done with the last, so a thread that finishes early,
+    or whose core was busy elsewhere, takes more of them. (With one thread: one call over all of them.)"""
+    from . import _STATE as KERNELS
+
+    count_threads = min(threads() if KERNELS["enabled"] else 1, count)
+    if count_threads < 2 or minimum < MIN_SPLIT:
+        worker(iter(range(count)))
+        return
+    counter = itertools.count()  # its next() holds the GIL: no index is taken twice
+
+    def indices():
+        index = next(counter)
+        while index < count:
+            yield index
+            index = next(counter)
+
+    _run([lambda: worker(indices())] * count_threads)
 
 
 def for_module(xp):

@@ -101,6 +101,12 @@ def test_in_parts_covers_the_range_once(two_threads):
     assert sorted(seen) == list(range(7)) and len(two_threads) == 1
 
 
+def test_in_turns_hands_out_each_index_once(two_threads):
+    seen = []
+    products.in_turns(50, lambda indices: seen.extend(indices))
+    assert sorted(seen) == list(range(50)) and len(two_threads) == 1
+
+
 def test_inner_product_weight_gradient_in_row_ranges(two_threads, monkeypatch):
     from engine.layers import inner_product
 
