@@ -19,17 +19,19 @@ All three passes go through the same transforms:
 Arrays are channels-last (num, H, W, channels) inside, so every transform
 step runs along rows of `channels` contiguous values (a tile's width is only
 a few values: tile-major layouts spend their time in NumPy's per-row
-overhead), and each of the products is one GEMM over the whole batch.
+overhead), and each of the products is one GEMM over the batch (or a chunk).
 The entry points take and return Caffe's (num, channels, H, W), and write
 into the caller's arrays when given them. One body serves NumPy and CuPy
 (engine.backend.get_array_module). float32 error stays near 1e-6 relative
 for 3x3 and under 1e-5 for 5x5 (tests/engine/test_winograd.py checks
 against im2col and a direct convolution in float64). On the CPU the
 transforms and the moves to and from channels-last run as kernels with the
-same additions (engine/cpu/winograd.py). F(2x2, 5x5)'s whole-batch arrays
-are nine times the input, so its CPU path goes through them in chunks of
-tile rows, each chunk from input to output while it is in a core's cache,
-the chunks spread over the threads (Tiling.convolve, Tiling.weight_diff).
+same additions (engine/cpu/winograd.py). The whole-batch arrays are four
+(3x3) or nine (5x5) times the input, so the CPU path goes through them in
+chunks of tile rows, each chunk from input to output while it is in a core's
+cache, the threads taking chunks in turn (Tiling.convolve,
+Tiling.weight_diff); layers with large transformed filters, which every
+chunk would read again, keep the whole-batch products.
 """
 
 import math
@@ -449,7 +451,7 @@ class Tiling:
 
     def input_phases(self, x, pad):
         """(phases, tiles): x (num, C, H, W) zero-padded by `pad` to the tiles' inputs, channels-last, its
-        columns split by parity (N, 2 th + 4, 2, tw + 2, C), as the kernels read it."""
+        columns split by parity (N, m th + r - 1, 2, (m tw + r - 1) / 2, C), as the kernels read it."""
         tiles = self.tiles(x.shape[2], pad[0]), self.tiles(x.shape[3], pad[1])
         size = (self.padded_size(tiles[0]), self.padded_size(tiles[1]))
         phases = np.empty((x.shape[0], size[0], 2, size[1] // 2, x.shape[1]), dtype=x.dtype)
@@ -482,7 +484,8 @@ class Tiling:
         nn = self.n ** 2
 
         def run(indices):
-            v_space, m_space = _chunk_space(chunks, nn * tw * channels, x), _chunk_space(chunks, nn * tw * outputs, x)
+            v_space = _chunk_space(chunks, nn * tw * channels, x)
+            m_space = _chunk_space(chunks, nn * tw * outputs, x)
             for chunk in map(chunks.__getitem__, indices):
                 rows = len(chunk)
                 v = v_space[:nn * rows * tw * channels].reshape(self.n, self.n, rows, tw * channels)
@@ -517,7 +520,8 @@ class Tiling:
         sums = np.zeros((len(parts), nn, outputs, channels // group), dtype=dy.dtype)
 
         def run(indices):
-            v_space, dm_space = _chunk_space(chunks, nn * tw * channels, dy), _chunk_space(chunks, nn * tw * outputs, dy)
+            v_space = _chunk_space(chunks, nn * tw * channels, dy)
+            dm_space = _chunk_space(chunks, nn * tw * outputs, dy)
             for index in indices:
                 for chunk in chunks[parts[index]]:
                     rows = len(chunk)

@@ -349,7 +349,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 x = self._as_batch(b.data, self.channels, self.image_spatial)
                 y = self._as_batch(t.data, self.num_output, self.col_spatial)
                 self._winograd.forward(x, self.blobs[0].data, bias, out=y)
-            # The transformed input of the last bottom stays for its backward.
+            # The transformed input (or its column phases) of the last bottom stays for its backward.
             self._winograd_index = len(bottom) - 1
             return
         weights = self._weights()
@@ -454,7 +454,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def _winograd_backward(self, top, propagate_down, bottom):
         conv = self._winograd
         weight_diff = self.blobs[0].diff if self.param_propagate_down[0] else None
-        # The last bottom first: its transformed input is still held from the forward.
+        # The last bottom first: its transformed input (or column phases) is still held from the forward.
         for index in reversed(range(len(top))):
             if index != self._winograd_index:
                 conv.release()
