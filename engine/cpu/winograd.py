@@ -344,7 +344,7 @@ def output_transform_adjoint_f2x5(dy, first, dm):
 # F(2x2, 3x3) by chunks of tile rows, on column phases as F(2x2, 5x5)'s: the additions of input_transform,
 # output_transform and output_transform_adjoint above (and of the NumPy path), each step over a whole tile row.
 
-@njit(**dict(SERIAL, parallel=False), inline="always")
+@njit(**SERIAL, inline="always")
 def _bt4(d0, d1, d2, d3, o0, o1, o2, o3):
     """(o0 .. o3) = B^T (d0 .. d3) = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
     for c in range(o0.shape[0]):
@@ -357,7 +357,7 @@ def _bt4(d0, d1, d2, d3, o0, o1, o2, o3):
         o3[c] = d1[c] - d3[c]
 
 
-@njit(**dict(SERIAL, parallel=False), inline="always")
+@njit(**SERIAL, inline="always")
 def _at4(m0, m1, m2, m3, y0, y1):
     """(y0, y1) = A^T (m0 .. m3) = ((m0 + m1) + m2, (m1 - m2) - m3)."""
     for c in range(y0.shape[0]):
@@ -370,7 +370,7 @@ def _at4(m0, m1, m2, m3, y0, y1):
         y1[c] = y1[c] - m3[c]
 
 
-@njit(**dict(SERIAL, parallel=False), inline="always")
+@njit(**SERIAL, inline="always")
 def _a4(y0, y1, o0, o1, o2, o3):
     """(o0 .. o3) = A (y0, y1) = (y0, y0 + y1, y0 - y1, -y1)."""
     for c in range(o0.shape[0]):
