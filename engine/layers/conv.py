@@ -275,17 +275,29 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self._winograd_index = None
 
     def _winograd_pays(self):
-        """On the CPU, whether Winograd beats im2col + GEMM for this layer (measured, see bench/README.md).
+        """On the CPU, whether Winograd beats im2col + GEMM for this layer's forward and weight diff
+        (measured, see bench/README.md).
 
         F(2x2, 3x3) always does. F(2x2, 5x5)'s 36 GEMMs have only `channels` terms each: it pays
-        where im2col's GEMM is short too (few outputs) and there are channels enough for its own
-        (cifar10's conv2 and conv3: 32 in, 32 and 64 out, forward and backward about twice as fast
-        on one thread and on two). LeNet's conv2 (20 in, 50 out) and CaffeNet's grouped conv2 (48 in,
-        128 out per group) measured within 10% either way, so they keep im2col.
+        where im2col's GEMM is short too (few outputs) and there are channels enough for its own:
+        cifar10's conv2 and conv3 (32 in, 32 and 64 out) twice as fast forward and backward,
+        LeNet's conv2 (20 in, 50 out) and GoogLeNet-like 16 to 24 in, 32 to 64 out, 1.6 to 2
+        times on the forward and weight diff. CaffeNet's grouped conv2 (48 in, 128 out per group)
+        measured within 10% either way and keeps im2col.
         """
         if self.kernel[0] == 3:
             return True
-        return self.group == 1 and self.channels >= 32 and self.num_output <= 64
+        return self.group == 1 and self.channels >= 16 and self.num_output <= 64
+
+    def _winograd_bottom_diff(self):
+        """Whether the Winograd layer's bottom diff is Winograd's too, else im2col's.
+
+        The bottom diff correlates the top diff padded by k - 1 - pad. A 5x5 layer without
+        "same" padding (pad < 2) has more tiles there than in its forward (LeNet's conv2: 12x12
+        bottom diffs from 8x8 top diffs), and im2col's route ran it faster (5.5 against 6.3 ms on
+        one thread, 3.0 against 3.5 on two).
+        """
+        return self.kernel[0] == 3 or min(self.pad) >= 2
 
     def _use_winograd(self, xp):
         if self._winograd is None or WINOGRAD == "never":
@@ -465,8 +477,19 @@ class ConvolutionLayer(BaseConvolutionLayer):
             dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
             x = self._as_batch(b.data, self.channels, self.image_spatial)
             dx = self._as_batch(b.diff, self.channels, self.image_spatial) if propagate_down[index] else None
-            conv.backward(x, dy, self.blobs[0].data, weight_diff, need_bottom=propagate_down[index], out=dx)
+            by_winograd = propagate_down[index] and self._winograd_bottom_diff()
+            conv.backward(x, dy, self.blobs[0].data, weight_diff, need_bottom=by_winograd, out=dx)
+            if propagate_down[index] and not by_winograd:
+                self._data_diff_by_columns(dy, dx)
         conv.release()
+
+    def _data_diff_by_columns(self, dy, dx):
+        """The bottom diff by im2col's route (a correlation of the top diff, or GEMM and col2im)."""
+        for part in self._chunks():
+            if self._correlate_backward_data():
+                self._data_diff_by_correlation(dy[part], dx[part])
+            else:
+                self._rows_to_image(self._outputs_to_rows(dy[part]), dx[part])
 
 
 @register_layer

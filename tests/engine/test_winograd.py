@@ -226,13 +226,35 @@ def test_policy_never_and_unsupported_geometry_stay_on_im2col(monkeypatch):
 
 
 @pytest.mark.parametrize("channels,outputs,group,pays", [
-    (32, 32, 1, True), (32, 64, 1, True), (3, 32, 1, False), (20, 50, 1, False), (96, 256, 2, False)])
+    (32, 32, 1, True), (32, 64, 1, True), (20, 50, 1, True), (16, 32, 1, True), (3, 32, 1, False), (8, 32, 1, False),
+    (32, 96, 1, False), (96, 256, 2, False)])
 def test_5x5_takes_winograd_on_the_cpu_where_it_pays(channels, outputs, group, pays):
-    """3x3 always; 5x5 with one group, 32 or more input channels and at most 64 outputs."""
+    """3x3 always; 5x5 with one group, 16 or more input channels and at most 64 outputs."""
     x = np.zeros((1, channels, 8, 8))
     text = f'type: "Convolution" convolution_param {{ num_output: {outputs} kernel_size: 5 pad: 2 group: {group} }}'
     assert build_layer(text, [x])[0]._use_winograd(np) is pays
     assert build_layer(text.replace("kernel_size: 5 pad: 2", "kernel_size: 3 pad: 1"), [x])[0]._use_winograd(np)
+
+
+@pytest.mark.parametrize("kernel,pad,by_winograd", [(3, 0, True), (3, 1, True), (5, 2, True), (5, 1, False),
+                                                    (5, 0, False)])
+def test_bottom_diff_of_5x5_without_same_padding_goes_by_im2col(monkeypatch, kernel, pad, by_winograd):
+    """The forward and weight diff stay Winograd's; the bottom diff takes im2col's route where Winograd's would
+    tile a larger map than the forward's, with the same numbers."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 7, 6))
+    dy = rng.standard_normal((2, 4, 7 + 2 * pad - kernel + 1, 6 + 2 * pad - kernel + 1))
+    priors = _priors(rng, 4, 3, kernel=kernel)
+    calls = []
+    original = conv.ConvolutionLayer._data_diff_by_columns
+    monkeypatch.setattr(conv.ConvolutionLayer, "_data_diff_by_columns",
+                        lambda self, *args: calls.append(1) or original(self, *args))
+    used, tops, bottoms, params = _run(monkeypatch, "always", _text(4, pad, 1, kernel=kernel), [x], [dy], priors)
+    assert used and bool(calls) is not by_winograd
+    w, b = priors["data"]
+    dx, dw, _ = direct_backward(x, w, dy, pad, 1)
+    np.testing.assert_allclose(bottoms[0], dx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(params[0], priors["diff"][0] + dw, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.gpu
