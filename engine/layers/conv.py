@@ -403,11 +403,16 @@ class ConvolutionLayer(BaseConvolutionLayer):
                     cols = self._cache[1] if cached else self._image_to_cols(x[part])
                     self._accumulate_weight_diff(rows, cols)
                 if propagate_down[index]:
-                    if self._correlate_backward_data():
-                        self._data_diff_by_correlation(dy[part], dx[part])
-                    else:
-                        self._rows_to_image(rows, dx[part])
+                    self._data_diff_of_part(dy[part], dx[part], rows)
         self._cache = None
+
+    def _data_diff_of_part(self, dy, dx, rows=None):
+        """The bottom diff of a batch chunk by im2col's route: a correlation of the top diff, or GEMM and
+        col2im of its rows (`rows`, when the caller has them already)."""
+        if self._correlate_backward_data():
+            self._data_diff_by_correlation(dy, dx)
+        else:
+            self._rows_to_image(self._outputs_to_rows(dy) if rows is None else rows, dx)
 
     def _depthwise(self, array):
         """Whether the direct depthwise kernels (engine/cpu/depthwise.py) serve: one input channel per group."""
@@ -480,16 +485,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
             by_winograd = propagate_down[index] and self._winograd_bottom_diff()
             conv.backward(x, dy, self.blobs[0].data, weight_diff, need_bottom=by_winograd, out=dx)
             if propagate_down[index] and not by_winograd:
-                self._data_diff_by_columns(dy, dx)
+                for part in self._chunks():
+                    self._data_diff_of_part(dy[part], dx[part])
         conv.release()
-
-    def _data_diff_by_columns(self, dy, dx):
-        """The bottom diff by im2col's route (a correlation of the top diff, or GEMM and col2im)."""
-        for part in self._chunks():
-            if self._correlate_backward_data():
-                self._data_diff_by_correlation(dy[part], dx[part])
-            else:
-                self._rows_to_image(self._outputs_to_rows(dy[part]), dx[part])
 
 
 @register_layer

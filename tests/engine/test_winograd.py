@@ -246,8 +246,8 @@ def test_bottom_diff_of_5x5_without_same_padding_goes_by_im2col(monkeypatch, ker
     dy = rng.standard_normal((2, 4, 7 + 2 * pad - kernel + 1, 6 + 2 * pad - kernel + 1))
     priors = _priors(rng, 4, 3, kernel=kernel)
     calls = []
-    original = conv.ConvolutionLayer._data_diff_by_columns
-    monkeypatch.setattr(conv.ConvolutionLayer, "_data_diff_by_columns",
+    original = conv.ConvolutionLayer._data_diff_of_part
+    monkeypatch.setattr(conv.ConvolutionLayer, "_data_diff_of_part",
                         lambda self, *args: calls.append(1) or original(self, *args))
     used, tops, bottoms, params = _run(monkeypatch, "always", _text(4, pad, 1, kernel=kernel), [x], [dy], priors)
     assert used and bool(calls) is not by_winograd
