@@ -71,3 +71,14 @@ def test_chunks_over_threads_give_the_whole_batch_numbers(two_threads, monkeypat
     np.testing.assert_allclose(wd2, wd, rtol=0, atol=1000 * np.finfo(dtype).eps * np.abs(wd).max())
     monkeypatch.setitem(products._STATE, "threads", 1)
     assert np.array_equal(_run(x, w, None, dy, pad, 1)[1], wd2)
+
+
+def test_chunks_only_where_the_transformed_filters_fit_half_a_chunk():
+    """Every chunk's products read all the transformed filters: larger ones (ResNet-18's res5, 16 MB) keep the
+    whole-batch products, which read them once."""
+    x = np.zeros((1, 2, 4, 4), dtype=np.float32)
+    small, large = np.zeros((64, 64, 3, 3), np.float32), np.zeros((512, 512, 3, 3), np.float32)
+    tiling = winograd.TILINGS[3]
+    assert tiling.in_chunks(small, x) and not tiling.in_chunks(large, x)
+    with kernels(False):
+        assert not tiling.in_chunks(small, x)
