@@ -171,6 +171,15 @@ def test_chunked_batches_give_the_same_numbers(monkeypatch, kind):
     check_gradient(text, [x], max_checks=20)
 
 
+@pytest.mark.parametrize("short_inner", [0, 1 << 30])
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_weight_diff_in_either_layout(monkeypatch, kind, short_inner):
+    """The weight diff computed in the weights' layout (short inner dimension) or as its transpose (long)."""
+    monkeypatch.setattr(conv, "SHORT_INNER", short_inner)
+    check_gradient(conv_text("num_output: 4 group: 2 kernel_size: 3 pad: 1 stride: 2", kind),
+                   [RNG.standard_normal((3, 4, 5, 5))], max_checks=30)
+
+
 def test_backward_accumulates_param_diffs_and_respects_propagate_flags():
     text = conv_text("num_output: 2 kernel_size: 2")
     layer, bottom, top = build_layer(text, [RNG.standard_normal((2, 2, 3, 3))])
