@@ -96,14 +96,15 @@ def filter_transform_adjoint(du, out=None):
     xp = get_array_module(du)
     out_channels, in_channels = du.shape[1:]
     du = xp.ascontiguousarray(du).reshape(16, -1)
+    if cpu.usable(du) and (out is None or (cpu.usable(out) and out.dtype == du.dtype and out.flags.c_contiguous)):
+        taps = xp.zeros((du.shape[1], 9), dtype=du.dtype) if out is None else out.reshape(-1, 9)
+        cpu.kernels("winograd").filter_transform_adjoint(du, taps)
+        return taps.reshape(out_channels, in_channels, 3, 3) if out is None else out
     q = xp.empty((9, du.shape[1]), dtype=du.dtype)
-    if cpu.usable(du, q):
-        cpu.kernels("winograd").filter_transform_adjoint(du, q)
-    else:
-        rows = [_gt_taps(du[c], du[4 + c], du[8 + c], du[12 + c]) for c in range(4)]
-        for a in range(3):
-            for b, value in enumerate(_gt_taps(rows[0][a], rows[1][a], rows[2][a], rows[3][a])):
-                q[3 * a + b] = value
+    rows = [_gt_taps(du[c], du[4 + c], du[8 + c], du[12 + c]) for c in range(4)]
+    for a in range(3):
+        for b, value in enumerate(_gt_taps(rows[0][a], rows[1][a], rows[2][a], rows[3][a])):
+            q[3 * a + b] = value
     if out is None:
         return xp.ascontiguousarray(q.T).reshape(out_channels, in_channels, 3, 3)
     if out.flags.c_contiguous:

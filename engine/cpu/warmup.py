@@ -73,7 +73,7 @@ def warm(dtype):
     winograd.output_transform(a(4, 4, 1, 2, 2, 2), a(1, 4, 4, 2))
     winograd.output_transform_adjoint(a(1, 4, 4, 2), a(4, 4, 1, 2, 2, 2))
     winograd.filter_transform(a(9, 6), a(16, 6))
-    winograd.filter_transform_adjoint(a(16, 6), a(9, 6))
+    winograd.filter_transform_adjoint(a(16, 6), a(6, 9))
     winograd.to_column_phases(a(1, 2, 4, 4), 2, 2, a(1, 8, 2, 4, 2))
     winograd.input_transform_f2x5(a(1, 8, 2, 4, 2), 0, a(6, 6, 1, 4))
     winograd.output_transform_f2x5(a(6, 6, 1, 4), 0, a(1, 4, 2, 2, 2))

@@ -156,14 +156,15 @@ def filter_transform(g, u):
 
 
 @njit(**OPTIONS)
-def filter_transform_adjoint(du, q):
-    """q (9, F) = G^T dU G, the taps' diffs from du (16, F): G^T down the columns, then along the rows."""
+def filter_transform_adjoint(du, dw):
+    """dw (F, 9) += G^T dU G, the taps' diffs from du (16, F): G^T down the columns, then along the rows, in a
+    task's rows in cache, then added into the weights' own layout."""
     filters = du.shape[1]
-    half = q.dtype.type(0.5)
+    half = dw.dtype.type(0.5)
     for task in prange(-(-filters // _FILTERS_PER_TASK)):
         lo = task * _FILTERS_PER_TASK
         hi = min(lo + _FILTERS_PER_TASK, filters)
-        p = np.empty((12, hi - lo), dtype=q.dtype)  # p[4 a + c]: G^T down column c
+        p = np.empty((12, hi - lo), dtype=dw.dtype)  # p[4 a + c]: G^T down column c
         for c in range(4):  # G^T (d0, d1, d2, d3) = (d0 + (d1 + d2) / 2, (d1 - d2) / 2, d3 + (d1 + d2) / 2)
             d0, d1, d2, d3 = du[c, lo:hi], du[4 + c, lo:hi], du[8 + c, lo:hi], du[12 + c, lo:hi]
             p0, p1, p2 = p[c], p[4 + c], p[8 + c]
@@ -171,13 +172,17 @@ def filter_transform_adjoint(du, q):
                 p0[i] = d0[i] + (d1[i] + d2[i]) * half
                 p1[i] = (d1[i] - d2[i]) * half
                 p2[i] = d3[i] + (d1[i] + d2[i]) * half
+        q = np.empty((9, hi - lo), dtype=dw.dtype)
         for a in range(3):  # ... then along row a
             d0, d1, d2, d3 = p[4 * a], p[4 * a + 1], p[4 * a + 2], p[4 * a + 3]
-            q0, q1, q2 = q[3 * a, lo:hi], q[3 * a + 1, lo:hi], q[3 * a + 2, lo:hi]
+            q0, q1, q2 = q[3 * a], q[3 * a + 1], q[3 * a + 2]
             for i in range(hi - lo):
                 q0[i] = d0[i] + (d1[i] + d2[i]) * half
                 q1[i] = (d1[i] - d2[i]) * half
                 q2[i] = d3[i] + (d1[i] + d2[i]) * half
+        for i in range(hi - lo):
+            for k in range(9):
+                dw[lo + i, k] += q[k, i]
 
 
 # F(2x2, 5x5): the 1-D transforms of engine/winograd.py's toom_cook(2, 5), one loop per output over a
