@@ -14,6 +14,7 @@ from numba import njit, prange
 
 from . import OPTIONS
 from .aliasing import same_memory as _same_memory
+from .threads import light
 
 
 # The reductions may reassociate their float64 sums, which lets LLVM vectorize them (2.4 times faster
@@ -22,6 +23,7 @@ from .aliasing import same_memory as _same_memory
 REDUCTION_OPTIONS = dict(OPTIONS, fastmath={"reassoc"})
 
 
+@light
 @njit(**REDUCTION_OPTIONS)
 def sums(a, b, dot):
     """Per channel of a (N, C, S): sum of a, and sum of a * b when `dot` (else zeros); float64.
@@ -50,6 +52,7 @@ def sums(a, b, dot):
     return total, products
 
 
+@light
 @njit(**REDUCTION_OPTIONS)
 def moments(x):
     """Per channel of x (N, C, S): the mean and the (biased) variance, from float64 sums of x and x^2 in
@@ -83,6 +86,7 @@ def _normalize_row(xs, m, s, ys, saved, save):
             saved[k] = v
 
 
+@light
 @njit(**OPTIONS)
 def normalize(x, mean, std, y, saved, save):
     """y = (x - mean) / std per channel; also into `saved` when `save`. x may be y."""
@@ -103,6 +107,7 @@ def _batch_norm_backward_row(dys, ys, a, b, s, dxs):
         dxs[k] = (dys[k] - a - b * ys[k]) / s
 
 
+@light
 @njit(**OPTIONS)
 def batch_norm_backward(dy, y, mean_dy, mean_dy_y, std, dx):
     """dx = (dy - mean_dy - mean_dy_y * y) / std per channel; all arrays (N, C, S). dy may be dx."""
@@ -133,6 +138,7 @@ def _scale_row(xs, f, b, with_bias, ys, saved, save):
             ys[k] = v * f
 
 
+@light
 @njit(**OPTIONS)
 def scale(x, factor, bias, with_bias, y, saved, save):
     """y = x * factor (+ bias) per channel of (outer, C, inner); x also into `saved` when `save` (an

@@ -8,8 +8,10 @@ batch; these copies (with the bias added on the way out) run over whole
 from numba import njit, prange
 
 from . import OPTIONS
+from .threads import light
 
 
+@light
 @njit(**OPTIONS)
 def rows_to_blob(rows, bias, with_bias, out):
     """out (N, C, P) = rows (C, N, P) swapped, plus bias[c] when `with_bias`."""
@@ -28,6 +30,7 @@ def rows_to_blob(rows, bias, with_bias, out):
                 target[k] = source[k]
 
 
+@light
 @njit(**OPTIONS)
 def blob_to_rows(blob, out):
     """out (C, N, P) = blob (N, C, P) swapped."""

@@ -12,6 +12,7 @@ from numba import njit, prange
 
 from . import OPTIONS
 from .aliasing import same_memory as _same_memory
+from .threads import light
 
 CHUNK = 1 << 14
 
@@ -29,6 +30,7 @@ def _relu_rows(xs, ys, zero, s, leaky):
             ys[k] = v if (v > zero or v != v) else zero
 
 
+@light
 @njit(**OPTIONS)
 def relu_forward(x, slope, y):
     size = x.size
@@ -52,6 +54,7 @@ def _relu_gate_rows(xs, dys, dxs, one, s):
         dxs[k] = dys[k] * (one if xs[k] > 0 else s)
 
 
+@light
 @njit(**OPTIONS)
 def relu_backward(x, dy, slope, dx):
     size = x.size

@@ -9,11 +9,13 @@ bit for bit (and the same as the CUDA kernel's, engine/cuda/sgd.py).
 from numba import njit, prange
 
 from . import OPTIONS
+from .threads import light
 
 NO_DECAY, L2, L1 = 0, 1, 2
 CHUNK = 1 << 13
 
 
+@light
 @njit(**OPTIONS)
 def update(diff, data, history, scale, decay, regularization, rate, momentum, normalize, subtract):
     """In place on flat arrays; scalars come as the arrays' dtype."""

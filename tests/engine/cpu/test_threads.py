@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from engine import cpu
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -98,3 +101,34 @@ def test_compiled_kernels_are_cached_on_disk():
     index = list(cache.glob("neuron.relu_forward-*.nbi"))
     assert index, "no cache index written"
 
+
+
+def _refuse(array):
+    raise ValueError("refused")
+
+
+def test_light_kernels_run_on_one_thread_below_min_parallel(monkeypatch):
+    """A light kernel on a small array runs on the calling thread alone (waking an idle core costs more than
+    the pass), on every kernel thread from MIN_PARALLEL elements; the thread count is restored after, also
+    when the kernel raises."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one core: nothing to narrow")
+    from engine.cpu import threads
+
+    monkeypatch.setattr(threads, "MIN_PARALLEL", 100)
+    kernel = threads.light(numba.njit(lambda array: numba.get_num_threads()))
+    failing = threads.light(numba.njit(_refuse))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        assert kernel(np.zeros(99)) == 1 and numba.get_num_threads() == 2
+        assert kernel(np.zeros(100)) == 2
+        with pytest.raises(ValueError):
+            failing(np.zeros(5))
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(previous)
+    assert all(hasattr(cpu.kernels(module), name) and hasattr(getattr(cpu.kernels(module), name), "kernel")
+               for module, name in [("neuron", "relu_forward"), ("channels", "scale"), ("sgd", "update"),
+                                    ("layout", "rows_to_blob")])

@@ -1,0 +1,45 @@
+"""One thread for small arrays: the light kernels' thread count, chosen by the size of their work.
+
+Waking an idle core costs about 130 us on a 2-core guest (engine/cpu/products.py
+measures the same for its pool), as long as a light pass over a few hundred
+thousand elements takes on one core. BatchNorm, Scale and ReLU on ResNet-18's
+res2 maps (8 x 64 x 28 x 28, 401,408 elements) ran two to three times slower on
+two threads than on one (forward + backward: 0.67 against 0.28 ms, 0.28
+against 0.17, 0.18 against 0.10); on conv1's maps (1.6 million elements) two
+threads were faster. So a light kernel (a few operations per element: the
+channel maps and sums, ReLU, the layout moves, the SGD update) runs on the
+calling thread alone below MIN_PARALLEL elements of its first array, and on
+every kernel thread from there. Heavier kernels (im2col, pooling, LRN,
+depthwise, Winograd) keep their threads at any size.
+
+The choice is made outside the compiled code: numba cannot cache a function
+that sets its own thread count.
+"""
+
+import functools
+
+from numba import get_num_threads, set_num_threads
+
+MIN_PARALLEL = 1 << 20
+
+
+def light(kernel):
+    """`kernel` (a numba dispatcher whose first argument is its largest array) run on one thread below
+    MIN_PARALLEL elements of that array."""
+
+    @functools.wraps(kernel)
+    def run(array, *args):
+        if array.size >= MIN_PARALLEL:
+            return kernel(array, *args)
+        previous = get_num_threads()
+        if previous == 1:
+            return kernel(array, *args)
+        set_num_threads(1)
+        try:
+            return kernel(array, *args)
+        finally:
+            set_num_threads(previous)
+
+    run.py_func = kernel.py_func  # the compiled function's source, as the tests' spies look for it
+    run.kernel = kernel
+    return run
