@@ -13,14 +13,32 @@ every kernel thread from there. Heavier kernels (im2col, pooling, LRN,
 depthwise, Winograd) keep their threads at any size.
 
 The choice is made outside the compiled code: numba cannot cache a function
-that sets its own thread count.
+that sets its own thread count. `one_thread` makes the same choice for code
+that runs kernels on the threads of engine/cpu/products.py's pool, each
+thread on work of its own.
 """
 
+import contextlib
 import functools
 
 from numba import get_num_threads, set_num_threads
 
 MIN_PARALLEL = 1 << 20
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The kernels called on this thread inside the block run on it alone (numba's thread count is per
+    thread); the count is restored after."""
+    previous = get_num_threads()
+    if previous == 1:
+        yield
+        return
+    set_num_threads(1)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
 
 
 def light(kernel):
@@ -31,14 +49,8 @@ def light(kernel):
     def run(array, *args):
         if array.size >= MIN_PARALLEL:
             return kernel(array, *args)
-        previous = get_num_threads()
-        if previous == 1:
+        with one_thread():
             return kernel(array, *args)
-        set_num_threads(1)
-        try:
-            return kernel(array, *args)
-        finally:
-            set_num_threads(previous)
 
     run.py_func = kernel.py_func  # the compiled function's source, as the tests' spies look for it
     run.kernel = kernel

@@ -23,6 +23,9 @@ instead (engine/winograd.py; WINOGRAD below), 5x5 ones F(2x2, 5x5) where it
 pays (_winograd_pays), and other stride-1 layers
 compute the bottom diff as a correlation of the top diff (im2col + GEMM)
 rather than by col2im's strided additions, when its columns fit the buffer.
+Layers on a few input channels (a first layer on an image) run image by
+image on the pool's threads instead, each image's columns multiplied while
+they are in cache (engine/cpu/conv_images.py; _image_by_image).
 
 `force_nd_im2col` and `engine` select implementations in Caffe, not results;
 they are accepted and have no effect here.
@@ -33,7 +36,7 @@ import math
 import numpy
 
 from .. import cpu, winograd
-from ..cpu import products
+from ..cpu import conv_images, products
 from ..backend import get_array_module
 from ..cuda import cudnn
 from ..fillers import fill
@@ -48,6 +51,11 @@ COLUMN_BUFFER_LIMIT = 1 << 25
 # the product itself: ResNet-18's res5 shape (128 terms) 15.8 against 5.5 ms, res4's (392) 4.4 against 3.6
 # on two threads; from res2's 6,272 terms the transposed product is faster (bench/README.md).
 SHORT_INNER = 2048
+# Layers on at most this many input channels (one group) run image by image (engine/cpu/conv_images.py),
+# where one image's columns take IMAGE_COLUMNS elements (from, to): fewer, and the calls per image cost more
+# than they save (LeNet's conv1, 14,400: 3.3 -> 3.8 ms forward + backward on two threads).
+IMAGE_CHANNELS = 4
+IMAGE_COLUMNS = (1 << 15, 1 << 22)
 
 # Convolution's Winograd path (engine/winograd.py) for 2-D 3x3 and 5x5 stride-1 kernels:
 # "auto" takes it on the CPU where it is faster (see _winograd_pays), "always" wherever the
@@ -305,6 +313,17 @@ class ConvolutionLayer(BaseConvolutionLayer):
         """
         return self.kernel[0] == 3 or min(self.pad) >= 2
 
+    def _image_by_image(self, array):
+        """Whether the layer runs image by image on the CPU (engine/cpu/conv_images.py): one group on at most
+        IMAGE_CHANNELS input channels, 2-D, NumPy arrays the kernels serve. There the columns are many
+        times the input and their product short; writing the batch's columns to memory and reading them back
+        cost more than recomputing them for the weight diff (forward + weight diff, two threads: ResNet-18's
+        conv1 10.0 -> 8.7 ms, cifar10_quick's 15.0 -> 12.1, MobileNet v1's 9.1 -> 6.8)."""
+        columns = self.kernel_dim * math.prod(self.col_spatial)
+        return (self.group == 1 and self.channels <= IMAGE_CHANNELS and self.num_spatial_axes == 2
+                and self.channel_axis == 1 and IMAGE_COLUMNS[0] <= columns <= IMAGE_COLUMNS[1]
+                and cpu.usable(array, self.blobs[0].data) and array.dtype == self.blobs[0].data.dtype)
+
     def _use_winograd(self, xp):
         if self._winograd is None or WINOGRAD == "never":
             return False
@@ -370,6 +389,14 @@ class ConvolutionLayer(BaseConvolutionLayer):
             # The transformed input (or its column phases) of the last bottom stays for its backward.
             self._winograd_index = len(bottom) - 1
             return
+        if self._image_by_image(bottom[0].data):
+            self._cache = None
+            weight = self.blobs[0].data.reshape(self.num_output, self.kernel_dim)
+            for b, t in zip(bottom, top):
+                conv_images.forward(self._as_batch(b.data, self.channels, self.image_spatial), weight, bias,
+                                    self.kernel, self.pad, self.stride, self.dilation,
+                                    self._as_batch(t.data, self.num_output, self.col_spatial))
+            return
         weights = self._weights()
         chunks = self._chunks()
         self._cache = None
@@ -395,6 +422,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if self._use_winograd(get_array_module(top[0].diff)):
             self._winograd_backward(top, propagate_down, bottom)
             return
+        if self._image_by_image(top[0].diff):
+            self._image_by_image_backward(top, propagate_down, bottom)
+            return
         chunks = self._chunks()
         for index, (t, b) in enumerate(zip(top, bottom)):
             if not (want_weights or propagate_down[index]):
@@ -411,6 +441,19 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 if propagate_down[index]:
                     self._data_diff_of_part(dy[part], dx[part], rows)
         self._cache = None
+
+    def _image_by_image_backward(self, top, propagate_down, bottom):
+        """The weight diff image by image (engine/cpu/conv_images.py), the bottom diff by im2col's route."""
+        diff = self.blobs[0].diff.reshape(self.num_output, self.kernel_dim)
+        for index, (t, b) in enumerate(zip(top, bottom)):
+            dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
+            x = self._as_batch(b.data, self.channels, self.image_spatial)
+            if self.param_propagate_down[0]:
+                conv_images.weight_diff(x, dy, self.kernel, self.pad, self.stride, self.dilation, diff)
+            if propagate_down[index]:
+                dx = self._as_batch(b.diff, self.channels, self.image_spatial)
+                for part in self._chunks():
+                    self._data_diff_of_part(dy[part], dx[part])
 
     def _data_diff_of_part(self, dy, dx, rows=None):
         """The bottom diff of a batch chunk by im2col's route: a correlation of the top diff, or GEMM and
