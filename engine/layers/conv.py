@@ -36,7 +36,7 @@ import math
 import numpy
 
 from .. import cpu, winograd
-from ..cpu import conv_images, products
+from ..cpu import products
 from ..backend import get_array_module
 from ..cuda import cudnn
 from ..fillers import fill
@@ -393,9 +393,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
             self._cache = None
             weight = self.blobs[0].data.reshape(self.num_output, self.kernel_dim)
             for b, t in zip(bottom, top):
-                conv_images.forward(self._as_batch(b.data, self.channels, self.image_spatial), weight, bias,
-                                    self.kernel, self.pad, self.stride, self.dilation,
-                                    self._as_batch(t.data, self.num_output, self.col_spatial))
+                cpu.kernels("conv_images").forward(
+                    self._as_batch(b.data, self.channels, self.image_spatial), weight, bias, self.kernel, self.pad,
+                    self.stride, self.dilation, self._as_batch(t.data, self.num_output, self.col_spatial))
             return
         weights = self._weights()
         chunks = self._chunks()
@@ -449,7 +449,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
             dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
             x = self._as_batch(b.data, self.channels, self.image_spatial)
             if self.param_propagate_down[0]:
-                conv_images.weight_diff(x, dy, self.kernel, self.pad, self.stride, self.dilation, diff)
+                cpu.kernels("conv_images").weight_diff(x, dy, self.kernel, self.pad, self.stride, self.dilation, diff)
             if propagate_down[index]:
                 dx = self._as_batch(b.diff, self.channels, self.image_spatial)
                 for part in self._chunks():
