@@ -58,6 +58,7 @@ def warm(dtype):
     channels.normalize(a(2, 3, 4), a(3), np.ones(3, dtype=dtype), a(2, 3, 4), a(2, 3, 4), True)
     channels.batch_norm_backward(a(2, 3, 4), a(2, 3, 4), a(3), a(3), np.ones(3, dtype=dtype), a(2, 3, 4))
     channels.scale(a(2, 3, 4), a(3), a(3), True, a(2, 3, 4), a(2, 3, 4), True)
+    channels.scale_backward(a(2, 3, 4), a(2, 3, 4), a(3), True, a(2, 3, 4))
 
     depthwise = kernels("depthwise")
     depthwise.forward(a(1, 2, 4, 4), a(2, 3, 3), a(2), True, 1, 1, 1, 1, 1, 1, a(1, 2, 4, 4))

@@ -196,7 +196,12 @@ class ScaleLayer(_BroadcastLayer):
         want_scale = (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1])
         if want_scale or want_bias:
             x = self.saved_input if top[0] is bottom[0] else self._view(bottom[0].data, self.geometry)
-            sum_dy, sum_dy_x = kernels.sums(dy, x, want_scale)
+            if propagate_down[0]:  # the sums and the bottom diff in one pass over the top diff
+                factor = scale.data.reshape(-1)
+                sum_dy, sum_dy_x = kernels.scale_backward(dy, x, factor, want_scale,
+                                                          self._view(bottom[0].diff, self.geometry))
+            else:
+                sum_dy, sum_dy_x = kernels.sums(dy, x, want_scale)
             if want_bias:
                 bias = self.blobs[self.bias_index]
                 bias.diff[...] += sum_dy.astype(dy.dtype).reshape(bias.shape)
@@ -206,7 +211,7 @@ class ScaleLayer(_BroadcastLayer):
                     scale.diff[...] += grad
                 else:
                     scale.diff[...] = grad
-        if propagate_down[0]:
+        elif propagate_down[0]:
             factor = scale.data.reshape(-1)
             kernels.scale(dy, factor, factor, False, self._view(bottom[0].diff, self.geometry), dy, False)
 

@@ -46,7 +46,19 @@ def test_scale_matches_numpy_path(text, shape, in_place, dtype):
     x = RNG.standard_normal(shape)
     with spy("channels") as calls:
         probe = compare_layer(f"type: 'Scale' {text}", [x], dtype, in_place=in_place)
-    assert calls.get("scale") and calls.get("sums")
+    # The forward's map, and the backward's sums and bottom diff in one pass.
+    assert calls.get("scale") and calls.get("scale_backward")
+    assert probe <= 20 * tolerance(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("propagate", [[True], [False]])
+def test_scale_backward_without_bottom_diff(dtype, propagate):
+    """Without the bottom diff the sums alone run; with it, the pass that also writes the bottom diff."""
+    x = RNG.standard_normal((3, 4, 5, 6))
+    with spy("channels") as calls:
+        probe = compare_layer("type: 'Scale' scale_param { bias_term: true }", [x], dtype, propagate=propagate)
+    assert calls.get("scale_backward" if propagate[0] else "sums")
     assert probe <= 20 * tolerance(dtype)
 
 
