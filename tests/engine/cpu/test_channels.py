@@ -11,7 +11,9 @@ RNG = np.random.default_rng(6)
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("in_place", [False, True])
-@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 5)])
+# Channel blocks (channels.BLOCK_ELEMENTS): one block of 3 planes, 300 planes of 20 in two blocks (the
+# second shorter), planes of 4,480 one per block.
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 5), (2, 300, 5, 4), (2, 3, 70, 64)])
 def test_batch_norm_matches_numpy_path(dtype, in_place, shape):
     x = 3 + 2 * RNG.standard_normal(shape)
     with spy("channels") as calls:
@@ -37,6 +39,8 @@ SCALE_CASES = [
     ("scale_param { bias_term: true }", (3, 4, 5, 6), True),
     ("scale_param { axis: 1 num_axes: 2 }", (2, 3, 4, 5), False),
     ("scale_param { axis: 0 num_axes: 1 bias_term: true }", (4, 6), True),
+    ("scale_param { bias_term: true }", (2, 300, 5, 4), True),
+    ("scale_param { bias_term: true }", (2, 3, 70, 64), False),
 ]
 
 
