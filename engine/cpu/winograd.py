@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import OPTIONS
+from .threads import light
 
 
 @njit(**OPTIONS)
@@ -235,6 +236,7 @@ def _a6(y0, y1, o0, o1, o2, o3, o4, o5):
         o5[c] = y1[c]
 
 
+@light
 @njit(**OPTIONS)
 def to_column_phases(x, pad_h, pad_w, out):
     """out (N, Hp, P, Wp / P, C) = x (N, C, H, W) at (pad_h, pad_w) in a zero border, channels-last, its columns
@@ -259,6 +261,7 @@ def to_column_phases(x, pad_h, pad_w, out):
                         line[c] = x[n, c, h, w]
 
 
+@light
 @njit(**OPTIONS)
 def from_column_phases(y, bias, with_bias, out):
     """out (N, C, H, W) = y (N, >= H, P, >= W / P, C), column P k + p at y[:, :, p, k], moved channels-first
