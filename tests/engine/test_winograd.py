@@ -309,6 +309,20 @@ def test_bottom_diff_by_correlation_matches_col2im(monkeypatch, params, shape):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("params,shape,correlate", [
+    ("num_output: 16 kernel_size: 3 pad: 1", (1, 16, 2, 2), False),   # 2,304 weights, 576 column values
+    ("num_output: 16 kernel_size: 3 pad: 1", (4, 16, 4, 4), True),    # 2,304 weights, 9,216 column values
+    ("num_output: 64 kernel_size: 1", (1, 64, 2, 2), True),           # 1 x 1: the rotated weights are a view
+])
+def test_bottom_diff_route_weighs_the_rotated_weights_copy(monkeypatch, params, shape, correlate):
+    """A correlation copies the rotated weights: where they outnumber the top diff's columns, col2im serves."""
+    monkeypatch.setattr(conv, "WINOGRAD", "never")
+    x = np.random.default_rng(11).standard_normal(shape)
+    layer, bottom, top = build_layer(f'type: "Convolution" convolution_param {{ {params} }}', [x],
+                                     phase=caffe_pb2.TRAIN)
+    assert layer._correlate_backward_data() is correlate
+
+
 @pytest.mark.parametrize("kernels_on", [False, True])
 def test_filter_transforms_are_kron_g_and_its_adjoint(kernels_on):
     """U = G w G^T and dw = G^T dU G, as the (16, 9) matrix kron(G, G) gives them, on both CPU paths."""
