@@ -25,7 +25,9 @@ compute the bottom diff as a correlation of the top diff (im2col + GEMM)
 rather than by col2im's strided additions, when its columns fit the buffer.
 Layers on a few input channels (a first layer on an image) run image by
 image on the pool's threads instead, each image's columns multiplied while
-they are in cache (engine/cpu/conv_images.py; _image_by_image).
+they are in cache, and so do pointwise layers (1 x 1, stride 1) on large
+maps, whose columns are the image itself (engine/cpu/conv_images.py;
+_image_by_image).
 
 `force_nd_im2col` and `engine` select implementations in Caffe, not results;
 they are accepted and have no effect here.
@@ -56,6 +58,13 @@ SHORT_INNER = 2048
 # than they save (LeNet's conv1, 14,400: 3.3 -> 3.8 ms forward + backward on two threads).
 IMAGE_CHANNELS = 4
 IMAGE_COLUMNS = (1 << 15, 1 << 22)
+# Pointwise layers (1 x 1, stride 1, no padding) over at least this many pixels also run image by image.
+# Forward / backward, two threads, ms, batch columns and rows against image by image (MobileNet v1's):
+# conv2_1/sep (32 -> 64 channels, 8 x 112 x 112) 7.4-10.9 / 12.8-19.1 -> 4.0-4.5 / 8.6-10.6,
+# conv3_1/sep (128, 56 x 56) 6.9-10.9 / 16.3-20.7 -> 5.3-5.8 / 10.7-12.0, conv4_1/sep (128 -> 256,
+# 28 x 28) 3.3-5.4 / 6.9-9.6 -> 2.5-2.6 / 5.7-5.9. On 14 x 14 maps the backward was as fast or slower
+# (conv5_x/sep, 512 channels: 10.6-12.0 -> 12.1-12.5), on 7 x 7 slower (5.9 -> 6.8).
+POINTWISE_PIXELS = 512
 
 # Convolution's Winograd path (engine/winograd.py) for 2-D 3x3 and 5x5 stride-1 kernels:
 # "auto" takes it on the CPU where it is faster (see _winograd_pays), "always" wherever the
@@ -314,15 +323,27 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return self.kernel[0] == 3 or min(self.pad) >= 2
 
     def _image_by_image(self, array):
-        """Whether the layer runs image by image on the CPU (engine/cpu/conv_images.py): one group on at most
-        IMAGE_CHANNELS input channels, 2-D, NumPy arrays the kernels serve. There the columns are many
-        times the input and their product short; writing the batch's columns to memory and reading them back
-        cost more than recomputing them for the weight diff (forward + weight diff, two threads: ResNet-18's
-        conv1 10.0 -> 8.7 ms, cifar10_quick's 15.0 -> 12.1, MobileNet v1's 9.1 -> 6.8)."""
+        """Whether the layer runs image by image on the CPU (engine/cpu/conv_images.py): one group, 2-D,
+        NumPy arrays the kernels serve, and either
+
+        - at most IMAGE_CHANNELS input channels: there the columns are many times the input and their
+          product short; writing the batch's columns to memory and reading them back cost more than
+          recomputing them for the weight diff (forward + weight diff, two threads: ResNet-18's conv1
+          10.0 -> 8.7 ms, cifar10_quick's 15.0 -> 12.1, MobileNet v1's 9.1 -> 6.8); or
+        - a pointwise layer (1 x 1, stride 1, no padding) over at least POINTWISE_PIXELS pixels: its
+          columns are the image itself, and each image's products go straight between the blobs, without
+          the batch's columns and rows moved to and from blob order (see POINTWISE_PIXELS).
+        """
+        if not (self.group == 1 and self.num_spatial_axes == 2 and self.channel_axis == 1
+                and cpu.usable(array, self.blobs[0].data) and array.dtype == self.blobs[0].data.dtype):
+            return False
+        if self._pointwise():
+            return math.prod(self.col_spatial) >= POINTWISE_PIXELS
         columns = self.kernel_dim * math.prod(self.col_spatial)
-        return (self.group == 1 and self.channels <= IMAGE_CHANNELS and self.num_spatial_axes == 2
-                and self.channel_axis == 1 and IMAGE_COLUMNS[0] <= columns <= IMAGE_COLUMNS[1]
-                and cpu.usable(array, self.blobs[0].data) and array.dtype == self.blobs[0].data.dtype)
+        return self.channels <= IMAGE_CHANNELS and IMAGE_COLUMNS[0] <= columns <= IMAGE_COLUMNS[1]
+
+    def _pointwise(self):
+        return all(k == 1 and p == 0 and s == 1 for k, p, s in zip(self.kernel, self.pad, self.stride))
 
     def _use_winograd(self, xp):
         if self._winograd is None or WINOGRAD == "never":
@@ -443,7 +464,8 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self._cache = None
 
     def _image_by_image_backward(self, top, propagate_down, bottom):
-        """The weight diff image by image (engine/cpu/conv_images.py), the bottom diff by im2col's route."""
+        """The weight diff image by image (engine/cpu/conv_images.py), the bottom diff by im2col's route (a
+        pointwise layer's: one product per image)."""
         diff = self.blobs[0].diff.reshape(self.num_output, self.kernel_dim)
         for index, (t, b) in enumerate(zip(top, bottom)):
             dy = self._as_batch(t.diff, self.num_output, self.col_spatial)
@@ -452,6 +474,11 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 cpu.kernels("conv_images").weight_diff(x, dy, self.kernel, self.pad, self.stride, self.dilation, diff)
             if propagate_down[index]:
                 dx = self._as_batch(b.diff, self.channels, self.image_spatial)
+                if self._pointwise():  # dx[n] = W^T dy[n], each image's product between the blobs
+                    weight = self.blobs[0].data.reshape(self.num_output, self.channels)
+                    products.matmul(weight.T, dy.reshape(self.num, self.num_output, -1),
+                                    out=dx.reshape(self.num, self.channels, -1))
+                    continue
                 for part in self._chunks():
                     self._data_diff_of_part(dy[part], dx[part])
 

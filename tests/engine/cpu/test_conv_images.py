@@ -88,3 +88,43 @@ def test_gradient_image_by_image(monkeypatch):
     check_gradient('type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 stride: 2 pad: 1 '
                    'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "uniform" min: -1 max: 1 } }',
                    [RNG.standard_normal((3, 2, 6, 5))], max_checks=40)
+
+
+@pytest.mark.parametrize("params,shape", [
+    ("num_output: 5 kernel_size: 1", (3, 6, 4, 5)),
+    ("num_output: 7 kernel_size: 1 bias_term: false", (2, 9, 3, 3)),
+])
+def test_pointwise_image_by_image_matches_the_whole_batch(monkeypatch, params, shape):
+    """A 1 x 1 layer's products between the blobs give the batch columns' numbers: top, weight and bottom diff."""
+    monkeypatch.setattr(conv, "POINTWISE_PIXELS", 1)
+    text = f'type: "Convolution" convolution_param {{ {params} weight_filler {{ type: "gaussian" std: 0.5 }} ' \
+           'bias_filler { type: "uniform" min: -1 max: 1 } }'
+    x = RNG.standard_normal(shape)
+    layer, _, top = build_layer(text, [x])
+    params = [blob.data.copy() for blob in layer.blobs]
+    dy = RNG.standard_normal(top[0].shape)
+    got = _run(text, x, params, dy, True)
+    monkeypatch.setattr(conv, "POINTWISE_PIXELS", 1 << 30)
+    want = _run(text, x, params, dy, False)
+    for name, a, b in zip(("top", "weight diff", "bottom diff"), got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_pointwise_only_unpadded_stride_one_on_enough_pixels(monkeypatch):
+    def layer(params, shape):
+        built, bottom, _ = build_layer(f'type: "Convolution" convolution_param {{ {params} }}', [np.zeros(shape)])
+        return built._image_by_image(bottom[0].data)
+
+    monkeypatch.setattr(conv, "POINTWISE_PIXELS", 64)
+    assert layer("num_output: 8 kernel_size: 1", (1, 16, 8, 8))
+    assert not layer("num_output: 8 kernel_size: 1", (1, 16, 8, 7))            # 56 pixels
+    assert not layer("num_output: 8 kernel_size: 1 stride: 2", (1, 16, 16, 16))
+    assert not layer("num_output: 8 kernel_size: 1 pad: 1", (1, 16, 8, 8))
+    assert not layer("num_output: 8 kernel_size: 1 group: 2", (1, 16, 8, 8))
+
+
+def test_gradient_pointwise_image_by_image(monkeypatch):
+    monkeypatch.setattr(conv, "POINTWISE_PIXELS", 1)
+    check_gradient('type: "Convolution" convolution_param { num_output: 3 kernel_size: 1 '
+                   'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "uniform" min: -1 max: 1 } }',
+                   [RNG.standard_normal((2, 4, 3, 3))], max_checks=40)
