@@ -39,6 +39,21 @@ def _block(channels, inner):
 
 
 @njit(inline="always")
+def _channels_of(task, block, channels):
+    """(first, end) channel of a reduction's task: its block of channels, over every image."""
+    lo = task * block
+    return lo, min(lo + block, channels)
+
+
+@njit(inline="always")
+def _planes_of(task, block, channels):
+    """(image, first, end channel) of a map's task: one image's block of channels."""
+    blocks = -(-channels // block)
+    lo = task % blocks * block
+    return task // blocks, lo, min(lo + block, channels)
+
+
+@njit(inline="always")
 def _sums_plane(a, b, dot, total, products):
     for c in range(a.shape[0]):
         s = 0.0
@@ -67,8 +82,7 @@ def sums(a, b, dot):
     products = np.zeros(channels)
     block = _block(channels, inner)
     for task in prange(-(-channels // block)):
-        lo = task * block
-        hi = min(lo + block, channels)
+        lo, hi = _channels_of(task, block, channels)
         for n in range(num):
             _sums_plane(a[n, lo:hi], b[n, lo:hi], dot, total[lo:hi], products[lo:hi])
     return total, products
@@ -98,8 +112,7 @@ def moments(x):
     q = np.zeros(channels)
     block = _block(channels, inner)
     for task in prange(-(-channels // block)):
-        lo = task * block
-        hi = min(lo + block, channels)
+        lo, hi = _channels_of(task, block, channels)
         for n in range(num):
             _moments_plane(x[n, lo:hi], s[lo:hi], q[lo:hi])
     count = num * inner
@@ -141,8 +154,7 @@ def scale_backward(dy, x, factor, dot, dx):
     products = np.zeros(channels)
     block = _block(channels, inner)
     for task in prange(-(-channels // block)):
-        lo = task * block
-        hi = min(lo + block, channels)
+        lo, hi = _channels_of(task, block, channels)
         for n in range(num):
             dys, dxs = dy[n, lo:hi], dx[n, lo:hi]
             if _same_memory(dys, dxs):
@@ -170,11 +182,8 @@ def normalize(x, mean, std, y, saved, save):
     """y = (x - mean) / std per channel; also into `saved` when `save`. x may be y."""
     num, channels, inner = x.shape
     block = _block(channels, inner)
-    blocks = -(-channels // block)
-    for task in prange(num * blocks):
-        n = task // blocks
-        lo = task % blocks * block
-        hi = min(lo + block, channels)
+    for task in prange(num * -(-channels // block)):
+        n, lo, hi = _planes_of(task, block, channels)
         xs, ys = x[n, lo:hi], y[n, lo:hi]
         if _same_memory(xs, ys):
             _normalize_plane(ys, mean[lo:hi], std[lo:hi], ys, saved[n, lo:hi], save)
@@ -198,11 +207,8 @@ def batch_norm_backward(dy, y, mean_dy, mean_dy_y, std, dx):
     """dx = (dy - mean_dy - mean_dy_y * y) / std per channel; all arrays (N, C, S). dy may be dx."""
     num, channels, inner = dy.shape
     block = _block(channels, inner)
-    blocks = -(-channels // block)
-    for task in prange(num * blocks):
-        n = task // blocks
-        lo = task % blocks * block
-        hi = min(lo + block, channels)
+    for task in prange(num * -(-channels // block)):
+        n, lo, hi = _planes_of(task, block, channels)
         dys, dxs = dy[n, lo:hi], dx[n, lo:hi]
         if _same_memory(dys, dxs):
             _batch_norm_backward_plane(dxs, y[n, lo:hi], mean_dy[lo:hi], mean_dy_y[lo:hi], std[lo:hi], dxs)
@@ -236,11 +242,8 @@ def scale(x, factor, bias, with_bias, y, saved, save):
     in-place layer keeps its input for the backward). x may be y."""
     outer, channels, inner = x.shape
     block = _block(channels, inner)
-    blocks = -(-channels // block)
-    for task in prange(outer * blocks):
-        n = task // blocks
-        lo = task % blocks * block
-        hi = min(lo + block, channels)
+    for task in prange(outer * -(-channels // block)):
+        n, lo, hi = _planes_of(task, block, channels)
         xs, ys = x[n, lo:hi], y[n, lo:hi]
         if _same_memory(xs, ys):
             _scale_plane(ys, factor[lo:hi], bias[lo:hi], with_bias, ys, saved[n, lo:hi], save)

@@ -33,6 +33,12 @@ def _run(text, x, params, dy, image_by_image):
 ])
 def test_image_by_image_matches_the_whole_batch(monkeypatch, params, shape):
     monkeypatch.setattr(conv, "IMAGE_COLUMNS", (1, 1 << 22))  # small images here
+    _compare_with_the_whole_batch(monkeypatch, params, shape, "IMAGE_CHANNELS", 0)
+
+
+def _compare_with_the_whole_batch(monkeypatch, params, shape, setting, value):
+    """The layer's top, weight diff and bottom diff image by image, then with conv.<setting> = value (which
+    sends it to the whole-batch path): the same numbers."""
     text = f'type: "Convolution" convolution_param {{ {params} weight_filler {{ type: "gaussian" std: 0.5 }} ' \
            'bias_filler { type: "uniform" min: -1 max: 1 } }'
     x = RNG.standard_normal(shape)
@@ -40,7 +46,7 @@ def test_image_by_image_matches_the_whole_batch(monkeypatch, params, shape):
     params = [blob.data.copy() for blob in layer.blobs]
     dy = RNG.standard_normal(top[0].shape)
     got = _run(text, x, params, dy, True)
-    monkeypatch.setattr(conv, "IMAGE_CHANNELS", 0)
+    monkeypatch.setattr(conv, setting, value)
     want = _run(text, x, params, dy, False)
     for name, a, b in zip(("top", "weight diff", "bottom diff"), got, want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
@@ -97,17 +103,7 @@ def test_gradient_image_by_image(monkeypatch):
 def test_pointwise_image_by_image_matches_the_whole_batch(monkeypatch, params, shape):
     """A 1 x 1 layer's products between the blobs give the batch columns' numbers: top, weight and bottom diff."""
     monkeypatch.setattr(conv, "POINTWISE_PIXELS", 1)
-    text = f'type: "Convolution" convolution_param {{ {params} weight_filler {{ type: "gaussian" std: 0.5 }} ' \
-           'bias_filler { type: "uniform" min: -1 max: 1 } }'
-    x = RNG.standard_normal(shape)
-    layer, _, top = build_layer(text, [x])
-    params = [blob.data.copy() for blob in layer.blobs]
-    dy = RNG.standard_normal(top[0].shape)
-    got = _run(text, x, params, dy, True)
-    monkeypatch.setattr(conv, "POINTWISE_PIXELS", 1 << 30)
-    want = _run(text, x, params, dy, False)
-    for name, a, b in zip(("top", "weight diff", "bottom diff"), got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+    _compare_with_the_whole_batch(monkeypatch, params, shape, "POINTWISE_PIXELS", 1 << 30)
 
 
 def test_pointwise_only_unpadded_stride_one_on_enough_pixels(monkeypatch):
