@@ -32,6 +32,12 @@ def conv_output_size(size, kernel, pad=0, stride=1, dilation=1):
     return span // stride + 1
 
 
+def is_pointwise(kernel, pad, stride):
+    """Whether a convolution's geometry is 1 x 1 at stride 1 without padding (per axis): its columns are its
+    input itself."""
+    return all(k == 1 and p == 0 and s == 1 for k, p, s in zip(kernel, pad, stride))
+
+
 def deconv_output_size(size, kernel, pad=0, stride=1, dilation=1):
     """Caffe's deconvolution: stride (size - 1) + extent - 2 pad."""
     out = stride * (size - 1) + kernel_extent(kernel, dilation) - 2 * pad

@@ -24,16 +24,12 @@ MobileNet v1's conv1 9.1 -> 6.8, CaffeNet's conv1 52.7 -> 50.8
 
 import numpy as np
 
+from ..geometry import is_pointwise
 from . import kernels, products
 from .threads import one_thread
 
 # Images' weight-diff products are summed in this many fixed groups of consecutive images, then in order.
 WEIGHT_DIFF_PARTS = 8
-
-
-def _pointwise(kernel, pad, stride):
-    """Whether the geometry is a 1 x 1 kernel at stride 1 without padding: the columns are the image itself."""
-    return all(k == 1 and p == 0 and s == 1 for k, p, s in zip(kernel, pad, stride))
 
 
 def _columns(image, kernel, pad, stride, dilation, padded, cols):
@@ -51,7 +47,7 @@ def _columns(image, kernel, pad, stride, dilation, padded, cols):
 
 def _buffers(x, kernel, pad, stride, out_spatial):
     """(padded, cols) buffers of one thread; (None, None) for a pointwise geometry."""
-    if _pointwise(kernel, pad, stride):
+    if is_pointwise(kernel, pad, stride):
         return None, None
     channels, height, width = x.shape[1:]
     padded = np.empty((1, channels, height + 2 * pad[0], width + 2 * pad[1]), dtype=x.dtype)

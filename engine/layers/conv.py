@@ -42,7 +42,7 @@ from ..cpu import products
 from ..backend import get_array_module
 from ..cuda import cudnn
 from ..fillers import fill
-from ..geometry import GeometryError, conv_output_size, conv_spatial_params, deconv_output_size
+from ..geometry import GeometryError, conv_output_size, conv_spatial_params, deconv_output_size, is_pointwise
 from ..im2col import col2im, im2col
 from .base import Layer, register_layer
 
@@ -343,7 +343,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return self.channels <= IMAGE_CHANNELS and IMAGE_COLUMNS[0] <= columns <= IMAGE_COLUMNS[1]
 
     def _pointwise(self):
-        return all(k == 1 and p == 0 and s == 1 for k, p, s in zip(self.kernel, self.pad, self.stride))
+        return is_pointwise(self.kernel, self.pad, self.stride)
 
     def _use_winograd(self, xp):
         if self._winograd is None or WINOGRAD == "never":
