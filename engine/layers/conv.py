@@ -330,15 +330,19 @@ class ConvolutionLayer(BaseConvolutionLayer):
           product short; writing the batch's columns to memory and reading them back cost more than
           recomputing them for the weight diff (forward + weight diff, two threads: ResNet-18's conv1
           10.0 -> 8.7 ms, cifar10_quick's 15.0 -> 12.1, MobileNet v1's 9.1 -> 6.8); or
-        - a pointwise layer (1 x 1, stride 1, no padding) over at least POINTWISE_PIXELS pixels: its
-          columns are the image itself, and each image's products go straight between the blobs, without
-          the batch's columns and rows moved to and from blob order (see POINTWISE_PIXELS).
+        - a pointwise layer (1 x 1, stride 1, no padding) over at least POINTWISE_PIXELS pixels, and no
+          more outputs than pixels: its columns are the image itself, and each image's products go straight
+          between the blobs, without the batch's columns and rows moved to and from blob order (see
+          POINTWISE_PIXELS).
         """
         if not (self.group == 1 and self.num_spatial_axes == 2 and self.channel_axis == 1
                 and cpu.usable(array, self.blobs[0].data) and array.dtype == self.blobs[0].data.dtype):
             return False
         if self._pointwise():
-            return math.prod(self.col_spatial) >= POINTWISE_PIXELS
+            # The weight diff's fixed groups hold a weight-sized sum each (engine/cpu/conv_images.py): with at
+            # most as many outputs as pixels they take no more memory than the batch path's columns.
+            pixels = math.prod(self.col_spatial)
+            return pixels >= POINTWISE_PIXELS and self.num_output <= pixels
         columns = self.kernel_dim * math.prod(self.col_spatial)
         return self.channels <= IMAGE_CHANNELS and IMAGE_COLUMNS[0] <= columns <= IMAGE_COLUMNS[1]
 

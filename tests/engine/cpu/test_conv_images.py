@@ -117,6 +117,7 @@ def test_pointwise_only_unpadded_stride_one_on_enough_pixels(monkeypatch):
     assert not layer("num_output: 8 kernel_size: 1 stride: 2", (1, 16, 16, 16))
     assert not layer("num_output: 8 kernel_size: 1 pad: 1", (1, 16, 8, 8))
     assert not layer("num_output: 8 kernel_size: 1 group: 2", (1, 16, 8, 8))
+    assert not layer("num_output: 65 kernel_size: 1", (1, 16, 8, 8))           # more outputs than pixels
 
 
 def test_gradient_pointwise_image_by_image(monkeypatch):
