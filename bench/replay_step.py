@@ -76,11 +76,9 @@ def record_step(net, cpu, products):
     calls = _Calls()
     kernels = cpu.kernels
     originals = {name: getattr(products, name) for name in PRODUCTS}
-    recording = calls.wrap
-
     cpu.kernels = lambda name: _Recorder(kernels(name), calls)
     for name, function in originals.items():
-        setattr(products, name, recording(f"products.{name}", function))
+        setattr(products, name, calls.wrap(f"products.{name}", function))
     try:
         net.forward()
         net.backward()
